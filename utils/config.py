@@ -1,0 +1,199 @@
+"""Typed configs: dataclasses filled from YAML presets and ``--field value`` overrides.
+
+Every stage describes its settings as a flat ``@dataclass`` whose defaults explain
+themselves. A preset (``configs/<stage>/<name>.yaml``) sets some fields; the command line
+overrides any field (``--max-steps 20`` sets ``max_steps``). A key that is not a field is
+an error that lists the valid fields, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+_CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _preset_roots() -> list[Path]:
+    roots = [_CONFIG_ROOT]
+    try:  # installed (non-editable) layout: presets ship as package data of sidrec.configs
+        import sidrec.configs as _cfg
+
+        roots.append(Path(_cfg.__file__).resolve().parent)
+    except Exception:  # pragma: no cover - only when the package is half-installed
+        pass
+    return roots
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """Return the YAML file for a path, or for a preset name like ``"generator/tiger"``."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for root in _preset_roots():
+        for cand in (root / p, root / f"{p}.yaml"):
+            if cand.is_file():
+                return cand
+    presets = sorted(
+        str(f.relative_to(root).with_suffix("")) for root in _preset_roots() if root.is_dir()
+        for f in root.glob("*/*.yaml")
+    )
+    raise ValueError(
+        f"config {str(name_or_path)!r} is neither a file nor a preset; "
+        f"give a YAML path or one of: {', '.join(sorted(set(presets)))}"
+    )
+
+
+def _field_map(cls: type) -> dict[str, dataclasses.Field]:
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _unknown_key_error(cls: type, key: str, source: str) -> ValueError:
+    valid = sorted(_field_map(cls))
+    hint = difflib.get_close_matches(key.replace("-", "_"), valid, n=1)
+    did = f" Did you mean {hint[0]!r}?" if hint else ""
+    return ValueError(
+        f"unknown {cls.__name__} field {key!r} in {source}.{did} Valid fields: {', '.join(valid)}"
+    )
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the field's type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, name)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"field {name!r}: cannot read {value!r} as {tp}")
+    if origin in (list, tuple, Sequence):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list | tuple):
+            value = [value]
+        item_t = args[0] if args else Any
+        out = [_coerce(v, item_t, name) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"field {name!r}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(float(value)) if "e" in value.lower() else int(value)
+        if isinstance(value, int):
+            return value
+        raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"field {name!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _resolved_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from its defaults, then a YAML file or preset, then ``overrides``."""
+    fields = _field_map(cls)
+    hints = _resolved_types(cls)
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = resolve_config_path(path)
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file}: expected a mapping of field: value, got {type(raw).__name__}")
+        for k, v in raw.items():
+            if k not in fields:
+                raise _unknown_key_error(cls, k, str(file))
+            values[k] = _coerce(v, hints[k], k)
+    for k, v in (overrides or {}).items():
+        key = k.replace("-", "_")
+        if key not in fields:
+            raise _unknown_key_error(cls, k, "the overrides")
+        values[key] = _coerce(v, hints[key], key)
+    cfg = cls(**values)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def parse_overrides(cls: type, tokens: Sequence[str]) -> dict[str, str]:
+    """Read ``--field value`` / ``--field=value`` / ``--flag`` pairs into a dict.
+
+    Dashes in names become underscores. Unknown names raise ``ValueError`` listing the
+    valid fields. A bare ``--flag`` (no value) sets a boolean field to true.
+    """
+    fields = _field_map(cls)
+    hints = _resolved_types(cls)
+    out: dict[str, str] = {}
+    i = 0
+    tokens = list(tokens)
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--"):
+            raise ValueError(f"unexpected argument {tok!r}; config overrides look like --field value")
+        name, eq, val = tok[2:].partition("=")
+        key = name.replace("-", "_")
+        if key not in fields:
+            raise _unknown_key_error(cls, "--" + name, "the command line")
+        if not eq:
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            if hints[key] is bool and (nxt is None or nxt.startswith("--")):
+                val = "true"
+            elif nxt is None:
+                raise ValueError(f"--{name} needs a value")
+            else:
+                val = nxt
+                i += 1
+        out[key] = val
+        i += 1
+    return out
+
+
+def config_from_args(cls: type[T], config: str | os.PathLike | None, tokens: Sequence[str]) -> T:
+    """``load_config`` with overrides parsed from leftover command-line tokens."""
+    return load_config(cls, config, parse_overrides(cls, tokens))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
