@@ -1,0 +1,120 @@
+"""The ``sidrec`` command line.
+
+Each subcommand is one function taking its own argv, registered in ``COMMANDS``; stage commands forward
+their arguments to the stage's ``main(argv)`` (the same function ``python -m sidrec.train.<stage>`` runs),
+so the CLI and ``accelerate launch`` accept the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+logger = logging.getLogger("sidrec")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def format_stats(stats: dict) -> str:
+    """A small aligned table of dataset stats."""
+    rows = [
+        ("users", f"{stats['users']:,}"),
+        ("items", f"{stats['items']:,}"),
+        ("interactions", f"{stats['interactions']:,}"),
+        ("sequence length min/median/mean/max",
+         f"{stats['seq_len_min']} / {stats['seq_len_median']:g} / {stats['seq_len_mean']:.2f} / {stats['seq_len_max']}"),
+        ("items without text", f"{stats['items_without_text']:,}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def cmd_prepare(argv: list[str]) -> int:
+    """Read a dataset, filter and split it, and write RUN/dataset/."""
+    from sidrec.data import BUNDLED, PrepareConfig, load_raw, prepare
+    from sidrec.data.readers import READERS
+    from sidrec.utils import load_config
+
+    p = argparse.ArgumentParser(prog="sidrec prepare", description=cmd_prepare.__doc__)
+    p.add_argument("--dataset", required=True,
+                   help=f"a bundled dataset ({', '.join(BUNDLED)}) or a folder: interactions.csv + items.jsonl, "
+                        "Amazon-2014 reviews_*_5.json.gz + meta_*.json.gz, or a MovieLens ml-1m/ml-100k folder")
+    p.add_argument("--out", required=True, help="run folder; the prepared data goes to OUT/dataset/")
+    p.add_argument("--format", choices=sorted(READERS), help="force a reader instead of detecting it")
+    p.add_argument("--min-user-count", type=int, default=0, help="k-core: drop users with fewer interactions")
+    p.add_argument("--min-item-count", type=int, default=0, help="k-core: drop items with fewer interactions")
+    p.add_argument("--text-template", default=None, help="item text template, e.g. 'Title: {title}; Brand: {brand}'")
+    args = p.parse_args(argv)
+    overrides = {"min_user_count": args.min_user_count, "min_item_count": args.min_item_count}
+    if args.text_template:
+        overrides["text_template"] = args.text_template
+    config = load_config(PrepareConfig, None, overrides)
+    raw = load_raw(args.dataset, args.format)
+    dataset, dropped = prepare(raw, config)
+    out = dataset.save(args.out, extra={"dataset_arg": args.dataset, "config": vars(config), "dropped": dropped})
+    print(f"prepared {dataset.name} -> {out}")
+    print(format_stats(dataset.stats()))
+    if any(dropped.values()):
+        print("dropped: " + json.dumps(dropped))
+    return 0
+
+
+def _forward(module: str, prog: str) -> Callable[[list[str]], int]:
+    """A subcommand that forwards its argv to ``module.main``."""
+
+    def run(argv: list[str]) -> int:
+        return int(importlib.import_module(module).main(argv) or 0)
+
+    run.__doc__ = prog
+    return run
+
+
+#: name -> (one-line help, handler). Only commands that work are listed.
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "prepare": ("prepare a dataset into a run folder and print its stats", cmd_prepare),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    width = max(len(n) for n in COMMANDS)
+    epilog = "commands:\n" + "\n".join(f"  {n:<{width}}  {h}" for n, (h, _) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="sidrec", description="Generative recommendation with semantic IDs.",
+        epilog=epilog + "\n\nRun `sidrec COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the command's own options")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (before COMMAND)")
+    p.add_argument("--version", action="version", version=f"sidrec {_version()}")
+    if not argv:
+        p.print_help()
+        return 2
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command][1](args.args)
+    except ValueError as e:
+        logger.error("%s", e)
+        return 1
+
+
+def _version() -> str:
+    from sidrec import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
