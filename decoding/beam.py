@@ -1,0 +1,229 @@
+"""Trie-constrained beam search over semantic IDs: batched over users, exact w.r.t. HF generate.
+
+Per user the encoder runs once; the decoder then runs one position per code level for all
+``B x beam`` prefixes at once (``T5IncrementalDecoder``: per-user cross-attention K/V, small reordered
+self-attention cache). At level t only level t's slice of ``lm_head`` is scored, ``(C_t, D)``, which equals
+HF's log-softmax over the full vocabulary because the generator pushes every other token to a large
+negative logit. The trie masks codes that lead to no (non-excluded) active item, the
+``B x (K * C_t)`` candidate scores go through one ``topk``, and the chosen codes advance trie node ids
+by a gather. No Python loop runs over users or beams.
+
+Excluded items (e.g. the user's history) are removed exactly: per user, their counts are subtracted
+from the trie's active-item counts along their paths, so the last level masks the excluded items
+themselves and every prefix whose items are all excluded is pruned before it can take a beam slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from sidrec.decoding.t5_step import T5IncrementalDecoder
+from sidrec.decoding.trie import CatalogTrie
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BeamSearchResult", "UserExclusions", "constrained_beam_search"]
+
+Exclude = Sequence[Sequence[int] | np.ndarray] | torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class BeamSearchResult:
+    """Top-k distinct items per user, best first.
+
+    Attributes:
+        items: ``int64 (B, k)`` item indices (trie / tokenizer row), -1 where fewer than k valid items exist.
+        scores: ``float32 (B, k)`` sequence log-probabilities (sum over levels), ``-inf`` where items is -1.
+        codes: ``int64 (B, k, L)`` the decoded semantic IDs (-1 where items is -1).
+    """
+
+    items: torch.Tensor
+    scores: torch.Tensor
+    codes: torch.Tensor
+
+
+class UserExclusions:
+    """Per-user excluded items, as (user, prefix node, code) entries at every level.
+
+    Args:
+        trie: the catalog trie.
+        exclude: per user, item indices to remove (list of lists/arrays, or an int tensor ``(B, M)``
+            padded with -1). Duplicates and removed items are ignored; out-of-range indices raise.
+        batch_size: number of users B.
+    """
+
+    def __init__(self, *, trie: CatalogTrie, exclude: Exclude, batch_size: int) -> None:
+        users, items = _flatten_exclude(exclude, batch_size)
+        if items.size and (items.min() < 0 or items.max() >= trie.num_items):
+            raise ValueError(
+                f"exclude holds item indices outside [0, {trie.num_items}) (range [{items.min()}, {items.max()}]); "
+                "pad tensors with -1 and pass trie item indices"
+            )
+        keys = np.unique(users * max(trie.num_items, 1) + items)
+        users, items = keys // max(trie.num_items, 1), keys % max(trie.num_items, 1)
+        live = trie.active[items]
+        users, items = users[live], items[live]
+        codes = trie.codes[items]  # (E, L)
+        self.num_entries = int(items.size)
+        self._users = torch.from_numpy(users)  # (E,)
+        self._paths = torch.from_numpy(trie.paths(codes))  # (E, L) node of each prefix
+        self._codes = torch.from_numpy(np.ascontiguousarray(codes))  # (E, L)
+
+    def subtract(self, level: int, nodes: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Remove excluded items from beam counts in place.
+
+        Args:
+            level: the code level being decoded.
+            nodes: ``(B, K)`` trie node of each beam's prefix (-1 for dead beams).
+            counts: ``int32 (B, K, C_level)`` active-item counts below each beam prefix + code.
+        """
+        if self.num_entries == 0:
+            return counts
+        match = nodes[self._users] == self._paths[:, level, None]  # (E, K)
+        entry, beam = match.nonzero(as_tuple=True)
+        if entry.numel():
+            index = (self._users[entry], beam, self._codes[entry, level])
+            ones = torch.ones(entry.numel(), dtype=counts.dtype)
+            counts.index_put_(index, -ones, accumulate=True)
+        return counts
+
+
+def _flatten_exclude(exclude: Exclude, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) pairs of ``exclude`` as two int64 arrays; -1 padding dropped."""
+    if exclude is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if isinstance(exclude, torch.Tensor):
+        if exclude.ndim != 2 or exclude.shape[0] != batch_size:
+            raise ValueError(f"exclude tensor must be (B={batch_size}, M) padded with -1, got {tuple(exclude.shape)}")
+        array = exclude.detach().cpu().numpy().astype(np.int64)
+        users = np.repeat(np.arange(batch_size, dtype=np.int64), array.shape[1])
+        items = array.reshape(-1)
+        keep = items >= 0
+        return users[keep], items[keep]
+    if len(exclude) != batch_size:
+        raise ValueError(f"exclude must have one list per user ({batch_size}), got {len(exclude)}")
+    lists = [np.asarray(x, dtype=np.int64).reshape(-1) for x in exclude]
+    lengths = np.array([len(x) for x in lists], dtype=np.int64)
+    users = np.repeat(np.arange(batch_size, dtype=np.int64), lengths)
+    items = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+    return users, items
+
+
+def _resolve_level_offsets(model: nn.Module, trie: CatalogTrie, level_offsets: Sequence[int] | None) -> list[int]:
+    """Token id of code 0 at each level; level t's tokens are ``offset_t .. offset_t + C_t - 1``."""
+    if level_offsets is None:
+        vocab = getattr(model, "vocab", None)
+        if vocab is None or not hasattr(vocab, "level_offsets"):
+            raise ValueError(
+                "cannot find the token id of each level's code 0: pass level_offsets=vocab.level_offsets "
+                "(sidrec.seqmodel.SemanticIdVocab) or use a model with a .vocab attribute"
+            )
+        level_offsets = vocab.level_offsets
+    offsets = [int(o) for o in level_offsets]
+    if len(offsets) != trie.num_levels:
+        raise ValueError(f"level_offsets has {len(offsets)} entries but the trie has {trie.num_levels} levels")
+    vocab_size = model.lm_head.weight.shape[0]
+    for t, (offset, size) in enumerate(zip(offsets, trie.level_sizes, strict=True)):
+        if offset < 0 or offset + size > vocab_size:
+            raise ValueError(
+                f"level {t} tokens [{offset}, {offset + size}) fall outside the model's vocabulary ({vocab_size}); "
+                "the trie's level_sizes must match the vocab the model was trained with"
+            )
+    return offsets
+
+
+@torch.inference_mode()
+def constrained_beam_search(
+    model: nn.Module,
+    trie: CatalogTrie,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    beam_size: int,
+    k: int,
+    exclude: Exclude = None,
+    level_offsets: Sequence[int] | None = None,
+) -> BeamSearchResult:
+    """Top-k catalog items per user by trie-constrained beam search.
+
+    Gives the same items and scores as ``model.generate(num_beams=beam_size, do_sample=False,
+    length_penalty=0.0, prefix_allowed_tokens_fn=trie_prefix_allowed_tokens_fn(...),
+    max_new_tokens=L)`` (up to the order of ties), much faster.
+
+    Args:
+        model: the T5 generator (``T5ForConditionalGeneration`` layout: ``encoder``, ``decoder``,
+            ``lm_head``); switched to eval mode for the call and restored afterwards.
+        trie: catalog of allowed semantic IDs (removed items never appear).
+        input_ids: ``(B, S)`` encoder token ids (one row per user).
+        attention_mask: ``(B, S)`` encoder padding mask.
+        beam_size: beams kept per user at each level.
+        k: items returned per user, ``1 <= k <= beam_size``.
+        exclude: per-user item indices that must not be returned (e.g. the history); see
+            ``UserExclusions``. The search still returns k items whenever k valid ones exist.
+        level_offsets: token id of code 0 at each level; default ``model.vocab.level_offsets``.
+
+    Returns:
+        ``BeamSearchResult`` with ``items``/``scores`` ``(B, k)`` sorted by descending score.
+    """
+    if not 1 <= k <= beam_size:
+        raise ValueError(f"need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"input_ids and attention_mask must both be (B, S), got {tuple(input_ids.shape)} "
+            f"and {tuple(attention_mask.shape)}"
+        )
+    offsets = _resolve_level_offsets(model, trie, level_offsets)
+    batch, levels = input_ids.shape[0], trie.num_levels
+    device = input_ids.device
+    exclusions = UserExclusions(trie=trie, exclude=exclude, batch_size=batch) if exclude is not None else None
+    was_training = model.training
+    model.eval()
+    try:
+        encoder_states = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        decoder = T5IncrementalDecoder(
+            model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
+        )
+        start = int(model.config.decoder_start_token_id)
+        tokens = torch.full((batch,), start, dtype=torch.long, device=device)  # (B*K,)
+        scores = torch.zeros(batch, 1, dtype=torch.float32)  # (B, K) cumulative log-probs, on CPU
+        nodes = torch.zeros(batch, 1, dtype=torch.long)  # (B, K) trie node per beam; -1 = dead
+        codes = torch.zeros(batch, 1, 0, dtype=torch.long)  # (B, K, t) codes chosen so far
+        weight = model.lm_head.weight  # (V, D)
+        for t in range(levels):
+            size = trie.level_sizes[t]
+            beams = nodes.shape[1]
+            hidden = decoder.step(tokens)  # (B*K, D)
+            logits = hidden @ weight[offsets[t] : offsets[t] + size].T  # (B*K, C_t)
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu().view(batch, beams, size)
+            counts = trie.counts(t, nodes.clamp(min=0).view(-1)).view(batch, beams, size)  # (B, K, C_t)
+            if exclusions is not None:
+                counts = exclusions.subtract(t, nodes, counts)
+            ok = (counts > 0) & (nodes >= 0)[..., None]  # (B, K, C_t)
+            candidates = (scores[..., None] + logp).masked_fill_(~ok, float("-inf")).view(batch, beams * size)
+            width = min(beam_size if t < levels - 1 else k, beams * size)
+            scores, flat = candidates.topk(width, dim=1)  # (B, K'), sorted descending
+            parent = torch.div(flat, size, rounding_mode="floor")  # (B, K')
+            code = flat - parent * size
+            dead = torch.isneginf(scores)
+            nodes = trie.step(t, nodes.gather(1, parent).clamp(min=0), code).masked_fill_(dead, -1)
+            codes = torch.cat([codes.gather(1, parent[..., None].expand(-1, -1, t)), code[..., None]], dim=2)
+            if t < levels - 1:
+                rows = (torch.arange(batch)[:, None] * beams + parent).view(-1)  # (B*K',)
+                decoder.reorder(rows.to(device))
+                tokens = (code + offsets[t]).view(-1).to(device)
+    finally:
+        model.train(was_training)
+    items = nodes  # at the last level the trie yields item indices
+    codes = codes.masked_fill(items[..., None] < 0, -1)
+    if items.shape[1] < k:  # fewer candidates than k in the whole last level
+        pad = k - items.shape[1]
+        items = torch.cat([items, items.new_full((batch, pad), -1)], dim=1)
+        scores = torch.cat([scores, scores.new_full((batch, pad), float("-inf"))], dim=1)
+        codes = torch.cat([codes, codes.new_full((batch, pad, levels), -1)], dim=1)
+    return BeamSearchResult(items=items, scores=scores, codes=codes)

@@ -1,0 +1,131 @@
+"""Reference decoding through HF ``generate``: the slow, obviously-correct oracle for the fast path.
+
+``trie_prefix_allowed_tokens_fn`` walks the trie in Python for every beam at every step, which is why
+HF-constrained generation is slow; it is used by the tests and by ``benchmarks/decoding.py`` to check
+that ``constrained_beam_search`` returns the same items and scores.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from sidrec.decoding.beam import BeamSearchResult, Exclude, _flatten_exclude, _resolve_level_offsets
+from sidrec.decoding.trie import CatalogTrie
+
+__all__ = ["hf_constrained_generate", "trie_prefix_allowed_tokens_fn"]
+
+
+def trie_prefix_allowed_tokens_fn(
+    trie: CatalogTrie,
+    *,
+    level_offsets: Sequence[int],
+    batch_size: int = 1,
+    exclude: Exclude = None,
+) -> Callable[[int, torch.Tensor], list[int]]:
+    """Build a ``prefix_allowed_tokens_fn`` for HF ``generate`` that allows only catalog prefixes.
+
+    Args:
+        trie: catalog of allowed semantic IDs.
+        level_offsets: token id of code 0 at each level.
+        batch_size: number of users in the ``generate`` call (needed only with ``exclude``).
+        exclude: per-user item indices to forbid, like ``constrained_beam_search``'s ``exclude``.
+
+    The returned function receives the decoder sequence so far (starting with the decoder start token)
+    and returns the token ids of codes that lead to at least one active, non-excluded item.
+    """
+    offsets = [int(o) for o in level_offsets]
+    levels = trie.num_levels
+    users, items = _flatten_exclude(exclude, batch_size)
+    excluded: list[Counter] = [Counter() for _ in range(batch_size)]
+    for user, item in set(zip(users.tolist(), items.tolist(), strict=True)):
+        if trie.active[item]:
+            code = tuple(int(c) for c in trie.codes[item])
+            for t in range(levels):  # one count per prefix + code on the item's path
+                excluded[user][code[: t + 1]] += 1
+
+    def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+        generated = sent[1:].tolist()  # drop the decoder start token
+        t = len(generated)
+        if t >= levels:
+            return [int(sent[0])]
+        prefix = tuple(tok - off for tok, off in zip(generated, offsets, strict=False))
+        node = 0
+        for level, code in enumerate(prefix):
+            if not 0 <= code < trie.level_sizes[level]:
+                return [offsets[t]]  # a filler beam off the trie (only below -1e9 scores)
+            node = int(trie.step(level, torch.tensor([node]), torch.tensor([code]))[0])
+            if node < 0:
+                return [offsets[t]]
+        counts = trie.counts(t, torch.tensor([node]))[0].numpy().astype(np.int64)  # (C_t,)
+        if exclude is not None:
+            for code in range(trie.level_sizes[t]):
+                counts[code] -= excluded[batch_id][(*prefix, code)]
+        codes = np.flatnonzero(counts > 0)
+        if codes.size == 0:
+            return [offsets[t]]
+        return (codes + offsets[t]).tolist()
+
+    return allowed
+
+
+@torch.inference_mode()
+def hf_constrained_generate(
+    model: nn.Module,
+    trie: CatalogTrie,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    beam_size: int,
+    k: int,
+    exclude: Exclude = None,
+    level_offsets: Sequence[int] | None = None,
+) -> BeamSearchResult:
+    """Same contract as ``constrained_beam_search``, computed with HF ``generate`` (slow reference).
+
+    Scores are raw summed log-probabilities (``length_penalty=0``). Sequences whose HF score is below
+    -1e8 are HF's filler beams (fewer valid items than beams) and are reported as item -1.
+    """
+    offsets = _resolve_level_offsets(model, trie, level_offsets)
+    levels, batch = trie.num_levels, input_ids.shape[0]
+    fn = trie_prefix_allowed_tokens_fn(trie, level_offsets=offsets, batch_size=batch, exclude=exclude)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            num_beams=beam_size,
+            num_return_sequences=k,
+            do_sample=False,
+            length_penalty=0.0,
+            early_stopping=False,
+            max_new_tokens=levels,
+            min_new_tokens=levels,
+            prefix_allowed_tokens_fn=fn,
+            return_dict_in_generate=True,
+            output_scores=True,
+            output_logits=True,
+        )
+    finally:
+        model.train(was_training)
+    tokens = out.sequences[:, 1 : levels + 1].cpu()  # (B*k, L)
+    codes = tokens - torch.tensor(offsets)[None, :]
+    if beam_size > 1:
+        scores = out.sequences_scores.float().cpu()  # (B*k,)
+    else:  # greedy search reports processed logits only: re-score the raw ones
+        logp = torch.stack([torch.log_softmax(x.float(), dim=-1) for x in out.logits], dim=1)  # (B, L, V)
+        scores = logp.gather(2, out.sequences[:, 1 : levels + 1, None])[..., 0].sum(1).cpu()
+    valid = (scores > -1e8) & (codes >= 0).all(1) & (codes < torch.tensor(trie.level_sizes)).all(1)
+    items = torch.full((codes.shape[0],), -1, dtype=torch.long)
+    if valid.any():
+        items[valid] = torch.from_numpy(trie.lookup(codes[valid].numpy()))
+    scores = scores.masked_fill(items < 0, float("-inf"))
+    codes = codes.masked_fill(items[:, None] < 0, -1)
+    return BeamSearchResult(
+        items=items.view(batch, k), scores=scores.view(batch, k), codes=codes.view(batch, k, levels)
+    )

@@ -1,0 +1,139 @@
+"""Incremental T5 decoder for beam search: one decoder position at a time for B users x K beams.
+
+Why not ``model.decoder(..., cache=...)``: HF's decoder keeps one cross-attention K/V copy per beam
+(``B*K`` rows of ``(H, S, d_kv)``), computes it from ``B*K`` copies of the encoder output and gathers it
+on every beam reorder. All beams of a user attend to the same encoder states, so here the
+cross-attention K/V are projected once per user ``(B, H, S, d_kv)`` and the K beam queries of a user
+attend to them together (the beam axis becomes the query-length axis). Only the tiny self-attention cache
+``(B*K, H, L, d_kv)`` is reordered between steps.
+
+The arithmetic is the HF T5 decoder's (RMS layer norms, unscaled dot products, relative position bias of
+block 0 shared by all blocks, the model's own feed-forward modules, the final layer norm and the
+``d_model**-0.5`` output scaling when ``config.scale_decoder_outputs``), checked against
+``model.generate`` in ``tests/test_decoding.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["T5IncrementalDecoder"]
+
+
+class T5IncrementalDecoder:
+    """Runs a ``T5ForConditionalGeneration``-style decoder position by position with beam reordering.
+
+    Args:
+        model: a T5ForConditionalGeneration (or subclass) in eval mode.
+        encoder_states: ``(B, S, D)`` encoder output, one row per user.
+        attention_mask: ``(B, S)`` encoder padding mask (1 = token, 0 = padding).
+        max_length: number of decoder positions that will be run (the number of code levels).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        encoder_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_length: int,
+    ) -> None:
+        decoder = model.decoder
+        config = model.config
+        self._embed = decoder.embed_tokens
+        self._blocks = decoder.block
+        self._final_norm = decoder.final_layer_norm
+        self._heads = int(config.num_heads)
+        self._d_kv = int(config.d_kv)
+        scale = getattr(config, "scale_decoder_outputs", getattr(config, "tie_word_embeddings", True))
+        self._out_scale = float(config.d_model) ** -0.5 if scale else None
+        self._batch = encoder_states.shape[0]
+        self._max_length = max_length
+        # relative position bias of decoder self-attention, shared by all blocks
+        first = self._blocks[0].layer[0].SelfAttention
+        bias = first.compute_bias(max_length, max_length, device=encoder_states.device)  # (1, H, L, L)
+        self._position_bias = bias[0].to(encoder_states.dtype)  # (H, L, L)
+        # cross-attention keys/values, once per user
+        b, s, _ = encoder_states.shape
+        self._cross_k: list[torch.Tensor] = []
+        self._cross_v: list[torch.Tensor] = []
+        for block in self._blocks:
+            attn = block.layer[1].EncDecAttention
+            self._cross_k.append(attn.k(encoder_states).view(b, s, self._heads, self._d_kv).transpose(1, 2))
+            self._cross_v.append(attn.v(encoder_states).view(b, s, self._heads, self._d_kv).transpose(1, 2))
+        # additive mask (B, 1, 1, S): 0 for tokens, a large negative for padding
+        keep = attention_mask.to(torch.bool)[:, None, None, :]
+        neg = torch.finfo(encoder_states.dtype).min
+        self._cross_bias = torch.zeros(keep.shape, dtype=encoder_states.dtype, device=encoder_states.device)
+        self._cross_bias.masked_fill_(~keep, neg)
+        self._self_k: list[torch.Tensor] | None = None  # per block (R, H, L, d_kv)
+        self._self_v: list[torch.Tensor] | None = None
+        self._position = 0
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep/duplicate self-attention cache rows: new row r continues old row ``rows[r]`` (R_new,)."""
+        if self._self_k is None:
+            raise ValueError("reorder() called before the first step(); nothing to reorder")
+        self._self_k = [k.index_select(0, rows) for k in self._self_k]
+        self._self_v = [v.index_select(0, rows) for v in self._self_v]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per beam and return the decoder output at this position.
+
+        Args:
+            tokens: ``(B*K,)`` token ids, user-major (rows ``b*K .. b*K+K-1`` belong to user b), where K
+                is the same for every user. At the first step the cache is empty and any K works.
+
+        Returns:
+            ``(B*K, D)`` final hidden states (scaled like the model's lm_head input).
+        """
+        t = self._position
+        if t >= self._max_length:
+            raise ValueError(f"step() called {t + 1} times but max_length={self._max_length}")
+        rows = tokens.shape[0]
+        if rows % self._batch:
+            raise ValueError(f"tokens has {rows} rows, not a multiple of the batch size {self._batch}")
+        beams = rows // self._batch
+        heads, d_kv = self._heads, self._d_kv
+        if self._self_k is None:
+            shape = (rows, heads, self._max_length, d_kv)
+            ref = self._cross_k[0]
+            self._self_k = [ref.new_zeros(shape) for _ in self._blocks]
+            self._self_v = [ref.new_zeros(shape) for _ in self._blocks]
+        elif self._self_k[0].shape[0] != rows:
+            raise ValueError(f"tokens has {rows} rows but the cache holds {self._self_k[0].shape[0]}; reorder first")
+        bias = self._position_bias[:, t, : t + 1]  # (H, t+1)
+        hidden = self._embed(tokens)  # (R, D)
+        for i, block in enumerate(self._blocks):
+            # causal self-attention over positions 0..t
+            layer = block.layer[0]
+            attn = layer.SelfAttention
+            normed = layer.layer_norm(hidden)
+            q = attn.q(normed).view(rows, heads, d_kv)  # (R, H, dk)
+            self._self_k[i][:, :, t] = attn.k(normed).view(rows, heads, d_kv)
+            self._self_v[i][:, :, t] = attn.v(normed).view(rows, heads, d_kv)
+            keys = self._self_k[i][:, :, : t + 1]  # (R, H, t+1, dk)
+            values = self._self_v[i][:, :, : t + 1]
+            scores = torch.einsum("rhd,rhsd->rhs", q, keys) + bias  # (R, H, t+1)
+            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            context = torch.einsum("rhs,rhsd->rhd", weights, values).reshape(rows, heads * d_kv)
+            hidden = hidden + attn.o(context)
+            # cross-attention: the K beams of a user are K queries against the user's encoder states
+            layer = block.layer[1]
+            attn = layer.EncDecAttention
+            normed = layer.layer_norm(hidden)
+            q = attn.q(normed).view(self._batch, beams, heads, d_kv).transpose(1, 2)  # (B, H, K, dk)
+            context = F.scaled_dot_product_attention(
+                q, self._cross_k[i], self._cross_v[i], attn_mask=self._cross_bias, scale=1.0
+            )  # (B, H, K, dk)
+            context = context.transpose(1, 2).reshape(rows, heads * d_kv)
+            hidden = hidden + attn.o(context)
+            # feed-forward (the model's own module: layer norm, dense-act-dense, residual)
+            hidden = block.layer[2](hidden)
+        hidden = self._final_norm(hidden)
+        if self._out_scale is not None:
+            hidden = hidden * self._out_scale
+        self._position = t + 1
+        return hidden
