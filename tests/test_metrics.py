@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from sidrec.eval.metrics import catalog_metrics, per_user_metrics, ranking_metrics, target_ranks
 
 
