@@ -100,7 +100,9 @@ def _flatten_exclude(exclude: Exclude, batch_size: int) -> tuple[np.ndarray, np.
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if isinstance(exclude, torch.Tensor):
         if exclude.ndim != 2 or exclude.shape[0] != batch_size:
-            raise ValueError(f"exclude tensor must be (B={batch_size}, M) padded with -1, got {tuple(exclude.shape)}")
+            raise ValueError(
+                f"exclude tensor must be (B={batch_size}, M) padded with -1, got {tuple(exclude.shape)}"
+            )
         array = exclude.detach().cpu().numpy().astype(np.int64)
         users = np.repeat(np.arange(batch_size, dtype=np.int64), array.shape[1])
         items = array.reshape(-1)
@@ -115,7 +117,9 @@ def _flatten_exclude(exclude: Exclude, batch_size: int) -> tuple[np.ndarray, np.
     return users, items
 
 
-def _resolve_level_offsets(model: nn.Module, trie: CatalogTrie, level_offsets: Sequence[int] | None) -> list[int]:
+def _resolve_level_offsets(
+    model: nn.Module, trie: CatalogTrie, level_offsets: Sequence[int] | None
+) -> list[int]:
     """Token id of code 0 at each level; level t's tokens are ``offset_t .. offset_t + C_t - 1``."""
     if level_offsets is None:
         vocab = getattr(model, "vocab", None)
@@ -127,7 +131,9 @@ def _resolve_level_offsets(model: nn.Module, trie: CatalogTrie, level_offsets: S
         level_offsets = vocab.level_offsets
     offsets = [int(o) for o in level_offsets]
     if len(offsets) != trie.num_levels:
-        raise ValueError(f"level_offsets has {len(offsets)} entries but the trie has {trie.num_levels} levels")
+        raise ValueError(
+            f"level_offsets has {len(offsets)} entries but the trie has {trie.num_levels} levels"
+        )
     vocab_size = model.lm_head.weight.shape[0]
     for t, (offset, size) in enumerate(zip(offsets, trie.level_sizes, strict=True)):
         if offset < 0 or offset + size > vocab_size:

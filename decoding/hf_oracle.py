@@ -17,7 +17,7 @@ from torch import nn
 from sidrec.decoding.beam import BeamSearchResult, Exclude, _flatten_exclude, _resolve_level_offsets
 from sidrec.decoding.trie import CatalogTrie
 
-__all__ = ["hf_constrained_generate", "trie_prefix_allowed_tokens_fn"]
+__all__ = ["hf_constrained_generate", "topk_mismatches", "trie_prefix_allowed_tokens_fn"]
 
 
 def trie_prefix_allowed_tokens_fn(
@@ -129,3 +129,30 @@ def hf_constrained_generate(
     return BeamSearchResult(
         items=items.view(batch, k), scores=scores.view(batch, k), codes=codes.view(batch, k, levels)
     )
+
+
+def topk_mismatches(ours: BeamSearchResult, ref: BeamSearchResult, *, tol: float = 1e-4) -> list[str]:
+    """Differences between two top-k results, tolerant to ties: empty when they agree.
+
+    Scores must agree position by position within ``tol`` (same -inf pattern); items must agree except
+    among reference scores tied within ``tol``, where ours must be one of the tied reference items.
+    """
+    problems: list[str] = []
+    if ours.items.shape != ref.items.shape:
+        return [f"shapes differ: {tuple(ours.items.shape)} vs {tuple(ref.items.shape)}"]
+    for u in range(ref.items.shape[0]):
+        s_ours, s_ref = ours.scores[u], ref.scores[u]
+        finite = torch.isfinite(s_ref)
+        if not torch.equal(torch.isfinite(s_ours), finite):
+            problems.append(f"user {u}: valid positions differ: {s_ours.tolist()} vs {s_ref.tolist()}")
+            continue
+        gap = (s_ours[finite] - s_ref[finite]).abs()
+        if gap.numel() and float(gap.max()) > tol:
+            problems.append(f"user {u}: scores differ by up to {float(gap.max()):.2e}")
+            continue
+        ref_finite_scores, ref_finite_items = s_ref[finite], ref.items[u][finite]
+        for i in torch.nonzero(finite).view(-1).tolist():
+            tied = (ref_finite_scores - s_ref[i]).abs() <= tol
+            if int(ours.items[u, i]) not in set(ref_finite_items[tied].tolist()):
+                problems.append(f"user {u} rank {i}: item {int(ours.items[u, i])} vs {int(ref.items[u, i])}")
+    return problems

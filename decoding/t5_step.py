@@ -103,7 +103,9 @@ class T5IncrementalDecoder:
             self._self_k = [ref.new_zeros(shape) for _ in self._blocks]
             self._self_v = [ref.new_zeros(shape) for _ in self._blocks]
         elif self._self_k[0].shape[0] != rows:
-            raise ValueError(f"tokens has {rows} rows but the cache holds {self._self_k[0].shape[0]}; reorder first")
+            raise ValueError(
+                f"tokens has {rows} rows but the cache holds {self._self_k[0].shape[0]}; reorder first"
+            )
         bias = self._position_bias[:, t, : t + 1]  # (H, t+1)
         hidden = self._embed(tokens)  # (R, D)
         for i, block in enumerate(self._blocks):

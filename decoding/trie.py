@@ -58,7 +58,9 @@ class CatalogTrie:
     def __init__(self, *, codes: np.ndarray, level_sizes: Sequence[int]) -> None:
         sizes = [int(s) for s in level_sizes]
         if not sizes or min(sizes) < 1:
-            raise ValueError(f"level_sizes must be a non-empty list of positive ints, got {list(level_sizes)}")
+            raise ValueError(
+                f"level_sizes must be a non-empty list of positive ints, got {list(level_sizes)}"
+            )
         self.level_sizes: tuple[int, ...] = tuple(sizes)
         self.num_levels = len(sizes)
         self._child = [np.full((1 if t == 0 else 0, c), -1, dtype=np.int32) for t, c in enumerate(sizes)]

@@ -7,7 +7,13 @@ import pytest
 import torch
 from test_decoding_models import level_offsets, make_model, random_inputs
 
-from sidrec.decoding import BeamSearchResult, CatalogTrie, constrained_beam_search, hf_constrained_generate
+from sidrec.decoding import (
+    BeamSearchResult,
+    CatalogTrie,
+    constrained_beam_search,
+    hf_constrained_generate,
+    topk_mismatches,
+)
 
 SIZES = [4, 3, 5]
 OFFSETS = level_offsets(SIZES)
@@ -27,18 +33,8 @@ def random_exclude(batch: int, num_items: int, *, seed: int, max_len: int = 12) 
 
 def assert_same_topk(ours: BeamSearchResult, ref: BeamSearchResult, tol: float = 1e-4) -> None:
     """Scores equal position by position; items equal except among scores tied within ``tol``."""
-    assert ours.items.shape == ref.items.shape
-    for u in range(ours.items.shape[0]):
-        s_ours, s_ref = ours.scores[u], ref.scores[u]
-        finite = torch.isfinite(s_ref)
-        assert torch.equal(torch.isfinite(s_ours), finite), (s_ours, s_ref)
-        torch.testing.assert_close(s_ours[finite], s_ref[finite], atol=tol, rtol=0)
-        for i in torch.nonzero(finite).view(-1).tolist():
-            tied = (s_ref[finite] - s_ref[i]).abs() < tol
-            if int(tied.sum()) == 1:
-                assert ours.items[u, i] == ref.items[u, i], (u, i, ours.items[u], ref.items[u])
-            else:  # a tie: ours must be one of the tied reference items
-                assert int(ours.items[u, i]) in set(ref.items[u][finite][tied].tolist())
+    problems = topk_mismatches(ours, ref, tol=tol)
+    assert not problems, problems
 
 
 def assert_valid(result: BeamSearchResult, trie: CatalogTrie, exclude: list[list[int]] | None = None) -> None:
@@ -225,3 +221,21 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
     kwargs = {"level_offsets": OFFSETS, **kwargs}
     with pytest.raises(ValueError, match=match):
         constrained_beam_search(model, trie, ids, mask, **kwargs)
+
+
+def test_topk_mismatches_detects_differences() -> None:
+    """The comparison used against HF must flag wrong items/scores and accept tied swaps."""
+    items = torch.tensor([[5, 6, 7]])
+    scores = torch.tensor([[-1.0, -2.0, -2.0]])
+    codes = torch.zeros(1, 3, 3, dtype=torch.long)
+    ref = BeamSearchResult(items=items, scores=scores, codes=codes)
+    swapped = BeamSearchResult(items=torch.tensor([[5, 7, 6]]), scores=scores, codes=codes)
+    assert topk_mismatches(swapped, ref) == []
+    wrong_item = BeamSearchResult(items=torch.tensor([[6, 5, 7]]), scores=scores, codes=codes)
+    assert topk_mismatches(wrong_item, ref)
+    wrong_score = BeamSearchResult(items=items, scores=torch.tensor([[-1.0, -2.0, -2.1]]), codes=codes)
+    assert topk_mismatches(wrong_score, ref)
+    missing = BeamSearchResult(
+        items=torch.tensor([[5, 6, -1]]), scores=torch.tensor([[-1.0, -2.0, float("-inf")]]), codes=codes
+    )
+    assert topk_mismatches(missing, ref)

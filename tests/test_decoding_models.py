@@ -80,7 +80,9 @@ def make_model(
     return model.eval()
 
 
-def random_inputs(batch: int, vocab: int, *, seed: int, max_len: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+def random_inputs(
+    batch: int, vocab: int, *, seed: int, max_len: int = 9
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random encoder ids (B, S) with right padding of random lengths >= 2."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(2, vocab, (batch, max_len), generator=gen)
