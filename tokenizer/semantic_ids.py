@@ -1,0 +1,287 @@
+"""``SemanticIdTokenizer``: the item -> semantic-ID table plus the quantizer that made it.
+
+``codes`` is ``int64 (N, L)``: ``L - 1`` semantic levels from the quantizer and a last collision level
+(0 for items whose semantic prefix is unique; 0..n-1 inside a group of n items sharing it). Row ``i``
+belongs to ``item_ids[i]`` (= item index ``i`` of the prepared dataset). ``level_sizes[-1]`` is the
+collision level's size, ``max(largest group, config.collision_min_size)``; the headroom above the
+largest group is what ``assign`` can use for cold-start items landing in an existing group.
+
+Folder layout (``save_pretrained``): ``config.json`` (tokenizer config, quantizer config, embedding model
+and text template), ``model.safetensors`` (quantizer tensors), ``semantic_ids.tsv`` (``item_id<TAB>c0 c1 ..``)
+and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from sidrec.tokenizer.base import Quantizer, build_quantizer
+from sidrec.tokenizer.collisions import (
+    append_collision_level,
+    collision_level_size,
+    reassign_last_level,
+)
+from sidrec.tokenizer.config import TokenizerConfig
+from sidrec.tokenizer.embeddings import check_embeddings, embed_texts
+from sidrec.tokenizer.stats import mean_cosine, tokenizer_stats
+from sidrec.utils import atomic_write_json, atomic_write_text, config_to_dict, load_config
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "sidrec.semantic_ids"
+FORMAT_VERSION = 1
+TABLE_FILE = "semantic_ids.tsv"
+
+NewItem = Mapping[str, Any] | tuple[str, str]
+
+
+class SemanticIdTokenizer:
+    """Semantic IDs of a catalog: ``item_ids``, ``codes (N, L)``, ``level_sizes``, the fitted quantizer."""
+
+    def __init__(
+        self, *, item_ids: Sequence[str], codes: np.ndarray, level_sizes: Sequence[int], quantizer: Quantizer,
+        config: TokenizerConfig, text_template: str = "", stats: dict[str, Any] | None = None,
+    ) -> None:
+        codes = np.asarray(codes, dtype=np.int64)
+        self.item_ids: list[str] = [str(i) for i in item_ids]
+        self.level_sizes: list[int] = [int(k) for k in level_sizes]
+        self.quantizer = quantizer
+        self.config = config
+        self.text_template = text_template
+        self.stats: dict[str, Any] = dict(stats or {})
+        if codes.ndim != 2 or codes.shape != (len(self.item_ids), len(self.level_sizes)):
+            raise ValueError(f"codes have shape {codes.shape}; expected ({len(self.item_ids)}, {len(self.level_sizes)})"
+                             " = (number of item_ids, number of level_sizes)")
+        if self.level_sizes[:-1] != quantizer.level_sizes:
+            raise ValueError(f"level_sizes {self.level_sizes} do not start with the quantizer's {quantizer.level_sizes}")
+        if (codes < 0).any() or (codes >= np.asarray(self.level_sizes)).any():
+            raise ValueError(f"codes out of range for level_sizes {self.level_sizes}")
+        self._index: dict[str, int] = {}
+        for i, item in enumerate(self.item_ids):
+            if item in self._index:
+                raise ValueError(f"item_id {item!r} appears twice (rows {self._index[item]} and {i}); ids must be unique")
+            self._index[item] = i
+        self.codes = codes
+        self._by_code: dict[tuple[int, ...], int] = {}
+        for i, row in enumerate(map(tuple, codes.tolist())):
+            if row in self._by_code:
+                raise ValueError(f"items {self.item_ids[self._by_code[row]]!r} and {self.item_ids[i]!r} share "
+                                 f"semantic ID {row}; every full ID must be unique")
+            self._by_code[row] = i
+
+    # -- sizes and lookups ------------------------------------------------------------------------
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_levels(self) -> int:
+        """Levels per ID including the collision level."""
+        return len(self.level_sizes)
+
+    def index_of(self, item_id: str) -> int:
+        """Row of ``item_id``; ``KeyError`` if unknown."""
+        return self._index[item_id]
+
+    def item_for_codes(self, codes: Sequence[int]) -> int | None:
+        """Row whose full ID is ``codes``, or None."""
+        return self._by_code.get(tuple(int(c) for c in codes))
+
+    # -- fitting ------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls, *, item_ids: Sequence[str], embeddings: np.ndarray, config: TokenizerConfig,
+        text_template: str = "", accelerator: Any = None,
+    ) -> SemanticIdTokenizer:
+        """Fit ``config.method`` on ``embeddings (N, D)``, resolve collisions, compute stats."""
+        emb = check_embeddings(embeddings, what="item embeddings")
+        if len(emb) != len(item_ids):
+            raise ValueError(f"{len(item_ids)} item_ids but {len(emb)} embedding rows; they must match row for row")
+        if len(emb) == 0:
+            raise ValueError("no items to tokenize; the catalog is empty")
+        quantizer = build_quantizer(config)
+        t0 = time.perf_counter()
+        info = quantizer.fit(emb, accelerator=accelerator)
+        fit_seconds = time.perf_counter() - t0
+        prefix = quantizer.encode(emb)  # (N, L-1)
+        plain = prefix
+        moved = 0
+        if config.collision_strategy == "reassign":
+            cands = quantizer.last_level_candidates(emb, config.reassign_candidates)
+            prefix, moved = reassign_last_level(prefix, cands)
+        coll = append_collision_level(prefix)
+        sizes = [*quantizer.level_sizes, collision_level_size(coll, config.collision_min_size)]
+        recon = mean_cosine(emb, quantizer.decode(prefix))
+        plain_stats = tokenizer_stats(method=config.method, prefix=plain, level_sizes=quantizer.level_sizes,
+                                      collision_level_size=sizes[-1], recon_cosine=0.0, fit_seconds=0.0)
+        recon_plain = recon if moved == 0 else mean_cosine(emb, quantizer.decode(plain))
+        stats = tokenizer_stats(
+            method=config.method, prefix=prefix, level_sizes=quantizer.level_sizes, collision_level_size=sizes[-1],
+            recon_cosine=recon, fit_seconds=fit_seconds,
+            extra={"collision_strategy": config.collision_strategy, "reassigned_items": int(moved),
+                   "unique_before_collision_plain": plain_stats["unique_before_collision"],
+                   "max_collision_group_plain": plain_stats["max_collision_group"],
+                   "recon_cosine_plain": recon_plain,
+                   "embedding_model": config.embedding_model, "embedding_dim": int(emb.shape[1]),
+                   "seed": config.seed, "train_info": info},
+        )
+        logger.info("tokenizer %s: %d items, unique_before_collision %.4f, max group %d, recon cos %.4f, %.1fs",
+                    config.method, len(emb), stats["unique_before_collision"], stats["max_collision_group"],
+                    recon, fit_seconds)
+        codes = np.concatenate([prefix, coll[:, None]], axis=1)  # (N, L)
+        return cls(item_ids=item_ids, codes=codes, level_sizes=sizes, quantizer=quantizer, config=config,
+                   text_template=text_template, stats=stats)
+
+    # -- cold start ---------------------------------------------------------------------------
+    def assign(self, new_items: Iterable[NewItem], *, cache_dir: str | os.PathLike | None = None,
+               show_progress: bool = False) -> np.ndarray:
+        """Give IDs to items not in the table; returns their codes ``(M, L)`` and appends the rows.
+
+        ``new_items``: dicts with ``item_id`` plus metadata fields (rendered with the fitted template,
+        ``sidrec.data.render_item_text``) or ``(item_id, text)`` pairs with the text already rendered.
+        They are embedded with the fitted model, encoded with the fitted quantizer, and their collisions
+        are resolved against the existing table; existing IDs never change.
+        """
+        ids, texts = self._parse_new_items(new_items)
+        if not ids:
+            return np.zeros((0, self.num_levels), dtype=np.int64)
+        emb = embed_texts(texts, model_name=self.config.embedding_model, template=self.text_template,
+                          cache_dir=cache_dir, batch_size=self.config.embedding_batch_size,
+                          show_progress=show_progress)
+        return self.assign_embeddings(ids, emb)
+
+    def _parse_new_items(self, new_items: Iterable[NewItem]) -> tuple[list[str], list[str]]:
+        ids: list[str] = []
+        texts: list[str] = []
+        for n, item in enumerate(new_items):
+            if isinstance(item, Mapping):
+                if "item_id" not in item:
+                    raise ValueError(f"new item #{n} has no 'item_id' key; give dicts with item_id + text fields")
+                from sidrec.data import render_item_text
+
+                ids.append(str(item["item_id"]))
+                texts.append(render_item_text(item, self.text_template or None))
+            elif isinstance(item, tuple | list) and len(item) == 2:
+                ids.append(str(item[0]))
+                texts.append(str(item[1]))
+            else:
+                raise ValueError(f"new item #{n} is {type(item).__name__}; give a dict with item_id + fields "
+                                 "or an (item_id, text) pair")
+        self._check_new_ids(ids)
+        return ids, texts
+
+    def _check_new_ids(self, ids: Sequence[str]) -> None:
+        seen: set[str] = set()
+        for item in ids:
+            if item in self._index:
+                raise ValueError(f"item_id {item!r} already has a semantic ID (row {self._index[item]}); "
+                                 "assign() only adds new items")
+            if item in seen:
+                raise ValueError(f"item_id {item!r} appears twice among the new items")
+            seen.add(item)
+
+    def assign_embeddings(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        """``assign`` for items already embedded (``(M, D)``, same model as the fit)."""
+        ids = [str(i) for i in item_ids]
+        self._check_new_ids(ids)
+        emb = check_embeddings(embeddings, dim=self.quantizer.input_dim, what="new item embeddings")
+        if len(emb) != len(ids):
+            raise ValueError(f"{len(ids)} new item_ids but {len(emb)} embedding rows")
+        prefix = self.quantizer.encode(emb)  # (M, L-1)
+        cands = (self.quantizer.last_level_candidates(emb, self.config.reassign_candidates)
+                 if self.config.collision_strategy == "reassign" else prefix[:, -1:])
+        next_free: dict[tuple[int, ...], int] = {}
+        for row in map(tuple, self.codes.tolist()):
+            head = row[:-1]
+            next_free[head] = max(next_free.get(head, 0), row[-1] + 1)
+        cap = self.level_sizes[-1]
+        new_codes = np.zeros((len(ids), self.num_levels), dtype=np.int64)
+        for i in range(len(ids)):
+            head = tuple(prefix[i].tolist())
+            for c in cands[i].tolist():  # a free semantic prefix among the candidates (column 0 = own)
+                alt = (*head[:-1], int(c))
+                if alt not in next_free:
+                    head = alt
+                    break
+            idx = next_free.get(head, 0)
+            if idx >= cap:
+                raise ValueError(
+                    f"new item {ids[i]!r} would be number {idx + 1} sharing semantic codes {head}, but the collision "
+                    f"level holds {cap}; refit the tokenizer with a larger --collision-min-size (or more levels)")
+            next_free[head] = idx + 1
+            new_codes[i] = (*head, idx)
+        # only now mutate, so a failure above leaves the table untouched
+        start = self.num_items
+        for i, item in enumerate(ids):
+            self._index[item] = start + i
+            self._by_code[tuple(new_codes[i].tolist())] = start + i
+        self.item_ids.extend(ids)
+        self.codes = np.concatenate([self.codes, new_codes], axis=0)
+        logger.info("assigned semantic IDs to %d new items (%d total)", len(ids), self.num_items)
+        return new_codes
+
+    # -- persistence ----------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        """What goes in ``config.json``."""
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "method": self.quantizer.name,
+            "level_sizes": self.level_sizes, "num_items": self.num_items,
+            "embedding_model": self.config.embedding_model, "embedding_dim": self.quantizer.input_dim,
+            "text_template": self.text_template, "config": config_to_dict(self.config),
+            "quantizer": self.quantizer.get_config(),
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json, model.safetensors, semantic_ids.tsv and stats.json into ``directory``.
+
+        Callers that replace a run's tokenizer should write into ``sidrec.utils.atomic_dir``.
+        """
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for item in self.item_ids:
+            if "\t" in item or "\n" in item:
+                raise ValueError(f"item_id {item!r} contains a tab or newline and cannot be written to {TABLE_FILE}")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.quantizer.state_tensors().items()},
+                  str(d / "model.safetensors"))
+        lines = ["item_id\tcodes"] + [f"{item}\t{' '.join(map(str, row))}"
+                                      for item, row in zip(self.item_ids, self.codes.tolist(), strict=True)]
+        atomic_write_text(d / TABLE_FILE, "\n".join(lines) + "\n")
+        atomic_write_json(d / "stats.json", self.stats)
+        atomic_write_json(d / "config.json", self.config_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> SemanticIdTokenizer:
+        """Load a folder written by ``save_pretrained`` (e.g. ``RUN/tokenizer``)."""
+        d = Path(directory)
+        for f in ("config.json", "model.safetensors", TABLE_FILE):
+            if not (d / f).is_file():
+                raise ValueError(f"{d} has no {f}; train one with `python -m sidrec.train.tokenizer --run RUN`")
+        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{d}/config.json is not a semantic-ID tokenizer (format {meta.get('format')!r})")
+        config = load_config(TokenizerConfig, None, meta["config"])
+        quantizer = Quantizer.from_state(meta["quantizer"], load_file(str(d / "model.safetensors")))
+        if meta.get("embedding_dim") != quantizer.input_dim:
+            raise ValueError(f"{d}: config.json says embedding_dim {meta.get('embedding_dim')} but the quantizer "
+                             f"expects {quantizer.input_dim}; the folder is inconsistent, refit the tokenizer")
+        ids, rows = [], []
+        text = (d / TABLE_FILE).read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(text[1:], start=2):
+            item, sep, codes = line.partition("\t")
+            if not sep:
+                raise ValueError(f"{d / TABLE_FILE}:{n}: expected 'item_id<TAB>codes'")
+            ids.append(item)
+            rows.append([int(c) for c in codes.split()])
+        codes = np.asarray(rows, dtype=np.int64).reshape(len(ids), len(meta["level_sizes"]))
+        stats = json.loads((d / "stats.json").read_text(encoding="utf-8")) if (d / "stats.json").is_file() else {}
+        return cls(item_ids=ids, codes=codes, level_sizes=meta["level_sizes"], quantizer=quantizer, config=config,
+                   text_template=meta.get("text_template", ""), stats=stats)
