@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 logger = logging.getLogger("sidrec")
 
@@ -41,7 +42,7 @@ def format_stats(stats: dict) -> str:
 
 def cmd_prepare(argv: list[str]) -> int:
     """Read a dataset, filter and split it, and write RUN/dataset/."""
-    from sidrec.data import BUNDLED, PrepareConfig, load_raw, prepare
+    from sidrec.data import BUNDLED, CATALOG_FILE, PrepareConfig, load_raw, prepare, save_catalog
     from sidrec.data.readers import READERS
     from sidrec.utils import load_config
 
@@ -62,6 +63,7 @@ def cmd_prepare(argv: list[str]) -> int:
     raw = load_raw(args.dataset, args.format)
     dataset, dropped = prepare(raw, config)
     out = dataset.save(args.out, extra={"dataset_arg": args.dataset, "config": vars(config), "dropped": dropped})
+    save_catalog(Path(args.out) / CATALOG_FILE, dataset.item_ids, dataset.item_titles)
     print(f"prepared {dataset.name} -> {out}")
     print(format_stats(dataset.stats()))
     if any(dropped.values()):
