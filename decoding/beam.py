@@ -70,10 +70,25 @@ class UserExclusions:
         live = trie.active[items]
         users, items = users[live], items[live]
         codes = trie.codes[items]  # (E, L)
-        self.num_entries = int(items.size)
-        self._users = torch.from_numpy(users)  # (E,)
-        self._paths = torch.from_numpy(trie.paths(codes))  # (E, L) node of each prefix
-        self._codes = torch.from_numpy(np.ascontiguousarray(codes))  # (E, L)
+        self._set(torch.from_numpy(users), torch.from_numpy(trie.paths(codes)), torch.from_numpy(codes))
+
+    def _set(self, users: torch.Tensor, paths: torch.Tensor, codes: torch.Tensor) -> None:
+        self.num_entries = int(users.numel())
+        self._users = users  # (E,) user row of each entry
+        self._paths = paths  # (E, L) trie node of each prefix of the excluded item
+        self._codes = codes  # (E, L) the excluded item's codes
+
+    def select(self, users: torch.Tensor) -> UserExclusions:
+        """The entries of ``users`` (b,), renumbered 0..b-1 in that order (for a chunk of the batch)."""
+        remap = torch.full((int(users.max()) + 1 if users.numel() else 1,), -1, dtype=torch.long)
+        remap[users] = torch.arange(users.numel())
+        mapped = torch.full_like(self._users, -1)  # (E,) entry's row in the chunk, -1 = not in it
+        known = self._users < remap.numel()
+        mapped[known] = remap[self._users[known]]
+        keep = mapped >= 0
+        out = UserExclusions.__new__(UserExclusions)
+        out._set(mapped[keep], self._paths[keep], self._codes[keep])
+        return out
 
     def subtract(self, level: int, nodes: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Remove excluded items from beam counts in place.
@@ -155,6 +170,7 @@ def constrained_beam_search(
     k: int,
     exclude: Exclude = None,
     level_offsets: Sequence[int] | None = None,
+    chunk_users: int | None = 32,
 ) -> BeamSearchResult:
     """Top-k catalog items per user by trie-constrained beam search.
 
@@ -173,6 +189,10 @@ def constrained_beam_search(
         exclude: per-user item indices that must not be returned (e.g. the history); see
             ``UserExclusions``. The search still returns k items whenever k valid ones exist.
         level_offsets: token id of code 0 at each level; default ``model.vocab.level_offsets``.
+        chunk_users: users are sorted by input length and searched in chunks of this many, each
+            cropped to its own longest input, so short histories do not pay for the batch's longest
+            one (the encoder and cross-attention cost is linear in the padded length). Results do not
+            depend on it; None = one chunk.
 
     Returns:
         ``BeamSearchResult`` with ``items``/``scores`` ``(B, k)`` sorted by descending score.
@@ -184,47 +204,91 @@ def constrained_beam_search(
             f"input_ids and attention_mask must both be (B, S), got {tuple(input_ids.shape)} "
             f"and {tuple(attention_mask.shape)}"
         )
+    if chunk_users is not None and chunk_users < 1:
+        raise ValueError(f"chunk_users must be >= 1 or None, got {chunk_users}")
     offsets = _resolve_level_offsets(model, trie, level_offsets)
     batch, levels = input_ids.shape[0], trie.num_levels
-    device = input_ids.device
     exclusions = UserExclusions(trie=trie, exclude=exclude, batch_size=batch) if exclude is not None else None
+    # width needed per row: one past its last real token (right, left or no padding)
+    positions = torch.arange(1, input_ids.shape[1] + 1, device=attention_mask.device)
+    widths = (positions * (attention_mask != 0)).amax(dim=1).clamp(min=1).cpu()  # (B,)
+    order = torch.argsort(widths, stable=True)
+    size = batch if chunk_users is None else chunk_users
+    items = torch.full((batch, k), -1, dtype=torch.long)
+    scores = torch.full((batch, k), float("-inf"), dtype=torch.float32)
+    codes = torch.full((batch, k, levels), -1, dtype=torch.long)
     was_training = model.training
     model.eval()
     try:
-        encoder_states = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        decoder = T5IncrementalDecoder(
-            model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
-        )
-        start = int(model.config.decoder_start_token_id)
-        tokens = torch.full((batch,), start, dtype=torch.long, device=device)  # (B*K,)
-        scores = torch.zeros(batch, 1, dtype=torch.float32)  # (B, K) cumulative log-probs, on CPU
-        nodes = torch.zeros(batch, 1, dtype=torch.long)  # (B, K) trie node per beam; -1 = dead
-        codes = torch.zeros(batch, 1, 0, dtype=torch.long)  # (B, K, t) codes chosen so far
-        weight = model.lm_head.weight  # (V, D)
-        for t in range(levels):
-            size = trie.level_sizes[t]
-            beams = nodes.shape[1]
-            hidden = decoder.step(tokens)  # (B*K, D)
-            logits = hidden @ weight[offsets[t] : offsets[t] + size].T  # (B*K, C_t)
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu().view(batch, beams, size)
-            counts = trie.counts(t, nodes.clamp(min=0).view(-1)).view(batch, beams, size)  # (B, K, C_t)
-            if exclusions is not None:
-                counts = exclusions.subtract(t, nodes, counts)
-            ok = (counts > 0) & (nodes >= 0)[..., None]  # (B, K, C_t)
-            candidates = (scores[..., None] + logp).masked_fill_(~ok, float("-inf")).view(batch, beams * size)
-            width = min(beam_size if t < levels - 1 else k, beams * size)
-            scores, flat = candidates.topk(width, dim=1)  # (B, K'), sorted descending
-            parent = torch.div(flat, size, rounding_mode="floor")  # (B, K')
-            code = flat - parent * size
-            dead = torch.isneginf(scores)
-            nodes = trie.step(t, nodes.gather(1, parent).clamp(min=0), code).masked_fill_(dead, -1)
-            codes = torch.cat([codes.gather(1, parent[..., None].expand(-1, -1, t)), code[..., None]], dim=2)
-            if t < levels - 1:
-                rows = (torch.arange(batch)[:, None] * beams + parent).view(-1)  # (B*K',)
-                decoder.reorder(rows.to(device))
-                tokens = (code + offsets[t]).view(-1).to(device)
+        for first in range(0, batch, size):
+            users = order[first : first + size]  # (b,) CPU
+            width = int(widths[users].max())
+            rows = users.to(input_ids.device)
+            chunk = _search(
+                model,
+                trie,
+                input_ids[rows, :width],
+                attention_mask[rows, :width],
+                offsets=offsets,
+                beam_size=beam_size,
+                k=k,
+                exclusions=exclusions,
+                users=users,
+            )
+            items[users], scores[users], codes[users] = chunk
     finally:
         model.train(was_training)
+    return BeamSearchResult(items=items, scores=scores, codes=codes)
+
+
+def _search(
+    model: nn.Module,
+    trie: CatalogTrie,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    offsets: list[int],
+    beam_size: int,
+    k: int,
+    exclusions: UserExclusions | None,
+    users: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Beam search for one chunk of users; returns items/scores ``(b, k)`` and codes ``(b, k, L)``."""
+    batch, levels = input_ids.shape[0], trie.num_levels
+    device = input_ids.device
+    excluded = exclusions.select(users) if exclusions is not None else None
+    encoder_states = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    decoder = T5IncrementalDecoder(
+        model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
+    )
+    start = int(model.config.decoder_start_token_id)
+    tokens = torch.full((batch,), start, dtype=torch.long, device=device)  # (b*K,)
+    scores = torch.zeros(batch, 1, dtype=torch.float32)  # (b, K) cumulative log-probs, on CPU
+    nodes = torch.zeros(batch, 1, dtype=torch.long)  # (b, K) trie node per beam; -1 = dead
+    codes = torch.zeros(batch, 1, 0, dtype=torch.long)  # (b, K, t) codes chosen so far
+    weight = model.lm_head.weight  # (V, D)
+    for t in range(levels):
+        size = trie.level_sizes[t]
+        beams = nodes.shape[1]
+        hidden = decoder.step(tokens)  # (b*K, D)
+        logits = hidden @ weight[offsets[t] : offsets[t] + size].T  # (b*K, C_t)
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu().view(batch, beams, size)
+        counts = trie.counts(t, nodes.clamp(min=0).view(-1)).view(batch, beams, size)  # (b, K, C_t)
+        if excluded is not None:
+            counts = excluded.subtract(t, nodes, counts)
+        ok = (counts > 0) & (nodes >= 0)[..., None]  # (b, K, C_t)
+        candidates = (scores[..., None] + logp).masked_fill_(~ok, float("-inf")).view(batch, beams * size)
+        width = min(beam_size if t < levels - 1 else k, beams * size)
+        scores, flat = candidates.topk(width, dim=1)  # (b, K'), sorted descending
+        parent = torch.div(flat, size, rounding_mode="floor")  # (b, K')
+        code = flat - parent * size
+        dead = torch.isneginf(scores)
+        nodes = trie.step(t, nodes.gather(1, parent).clamp(min=0), code).masked_fill_(dead, -1)
+        codes = torch.cat([codes.gather(1, parent[..., None].expand(-1, -1, t)), code[..., None]], dim=2)
+        if t < levels - 1:
+            rows = (torch.arange(batch)[:, None] * beams + parent).view(-1)  # (b*K',)
+            decoder.reorder(rows.to(device))
+            tokens = (code + offsets[t]).view(-1).to(device)
     items = nodes  # at the last level the trie yields item indices
     codes = codes.masked_fill(items[..., None] < 0, -1)
     if items.shape[1] < k:  # fewer candidates than k in the whole last level
@@ -232,4 +296,4 @@ def constrained_beam_search(
         items = torch.cat([items, items.new_full((batch, pad), -1)], dim=1)
         scores = torch.cat([scores, scores.new_full((batch, pad), float("-inf"))], dim=1)
         codes = torch.cat([codes, codes.new_full((batch, pad, levels), -1)], dim=1)
-    return BeamSearchResult(items=items, scores=scores, codes=codes)
+    return items, scores, codes

@@ -10,7 +10,9 @@ attend to them together (the beam axis becomes the query-length axis). Only the 
 The arithmetic is the HF T5 decoder's (RMS layer norms, unscaled dot products, relative position bias of
 block 0 shared by all blocks, the model's own feed-forward modules, the final layer norm and the
 ``d_model**-0.5`` output scaling when ``config.scale_decoder_outputs``), checked against
-``model.generate`` in ``tests/test_decoding.py``.
+``model.generate`` in ``tests/test_decoding.py``. For speed the layer norms are one fused
+``F.rms_norm`` each (T5LayerNorm's math: no mean subtraction, no bias) and q/k/v are one matmul with
+the three weights concatenated: few, large ops matter on a small, shared CPU.
 """
 
 from __future__ import annotations
@@ -55,14 +57,28 @@ class T5IncrementalDecoder:
         first = self._blocks[0].layer[0].SelfAttention
         bias = first.compute_bias(max_length, max_length, device=encoder_states.device)  # (1, H, L, L)
         self._position_bias = bias[0].to(encoder_states.dtype)  # (H, L, L)
-        # cross-attention keys/values, once per user
+        # per block: fused self-attention q|k|v weight (3*H*dk, D) and the layer norm weights
+        self._self_qkv = [
+            torch.cat(
+                [
+                    b.layer[0].SelfAttention.q.weight,
+                    b.layer[0].SelfAttention.k.weight,
+                    b.layer[0].SelfAttention.v.weight,
+                ]
+            )
+            for b in self._blocks
+        ]
+        self._norm_eps = float(self._final_norm.variance_epsilon)
+        # cross-attention keys/values, once per user: one (B, S, 2*H*dk) matmul per block
         b, s, _ = encoder_states.shape
         self._cross_k: list[torch.Tensor] = []
         self._cross_v: list[torch.Tensor] = []
         for block in self._blocks:
             attn = block.layer[1].EncDecAttention
-            self._cross_k.append(attn.k(encoder_states).view(b, s, self._heads, self._d_kv).transpose(1, 2))
-            self._cross_v.append(attn.v(encoder_states).view(b, s, self._heads, self._d_kv).transpose(1, 2))
+            kv = F.linear(encoder_states, torch.cat([attn.k.weight, attn.v.weight]))  # (B, S, 2*H*dk)
+            kv = kv.view(b, s, 2, self._heads, self._d_kv).permute(2, 0, 3, 1, 4)  # (2, B, H, S, dk)
+            self._cross_k.append(kv[0])
+            self._cross_v.append(kv[1])
         # additive mask (B, 1, 1, S): 0 for tokens, a large negative for padding
         keep = attention_mask.to(torch.bool)[:, None, None, :]
         neg = torch.finfo(encoder_states.dtype).min
@@ -107,15 +123,18 @@ class T5IncrementalDecoder:
                 f"tokens has {rows} rows but the cache holds {self._self_k[0].shape[0]}; reorder first"
             )
         bias = self._position_bias[:, t, : t + 1]  # (H, t+1)
+        dim = (self._embed.weight.shape[1],)
+        eps = self._norm_eps
         hidden = self._embed(tokens)  # (R, D)
         for i, block in enumerate(self._blocks):
             # causal self-attention over positions 0..t
             layer = block.layer[0]
             attn = layer.SelfAttention
-            normed = layer.layer_norm(hidden)
-            q = attn.q(normed).view(rows, heads, d_kv)  # (R, H, dk)
-            self._self_k[i][:, :, t] = attn.k(normed).view(rows, heads, d_kv)
-            self._self_v[i][:, :, t] = attn.v(normed).view(rows, heads, d_kv)
+            normed = F.rms_norm(hidden, dim, layer.layer_norm.weight, eps)
+            qkv = F.linear(normed, self._self_qkv[i]).view(rows, 3, heads, d_kv)  # (R, 3, H, dk)
+            q = qkv[:, 0]  # (R, H, dk)
+            self._self_k[i][:, :, t] = qkv[:, 1]
+            self._self_v[i][:, :, t] = qkv[:, 2]
             keys = self._self_k[i][:, :, : t + 1]  # (R, H, t+1, dk)
             values = self._self_v[i][:, :, : t + 1]
             scores = torch.einsum("rhd,rhsd->rhs", q, keys) + bias  # (R, H, t+1)
@@ -125,16 +144,17 @@ class T5IncrementalDecoder:
             # cross-attention: the K beams of a user are K queries against the user's encoder states
             layer = block.layer[1]
             attn = layer.EncDecAttention
-            normed = layer.layer_norm(hidden)
+            normed = F.rms_norm(hidden, dim, layer.layer_norm.weight, eps)
             q = attn.q(normed).view(self._batch, beams, heads, d_kv).transpose(1, 2)  # (B, H, K, dk)
             context = F.scaled_dot_product_attention(
                 q, self._cross_k[i], self._cross_v[i], attn_mask=self._cross_bias, scale=1.0
             )  # (B, H, K, dk)
             context = context.transpose(1, 2).reshape(rows, heads * d_kv)
             hidden = hidden + attn.o(context)
-            # feed-forward (the model's own module: layer norm, dense-act-dense, residual)
-            hidden = block.layer[2](hidden)
-        hidden = self._final_norm(hidden)
+            # feed-forward (the model's own dense-act-dense module, relu or gated)
+            layer = block.layer[2]
+            hidden = hidden + layer.DenseReluDense(F.rms_norm(hidden, dim, layer.layer_norm.weight, eps))
+        hidden = F.rms_norm(hidden, dim, self._final_norm.weight, eps)
         if self._out_scale is not None:
             hidden = hidden * self._out_scale
         self._position = t + 1

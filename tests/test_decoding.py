@@ -194,6 +194,26 @@ def test_results_do_not_depend_on_batch_composition() -> None:
         torch.testing.assert_close(alone.scores[0], batched.scores[u], atol=1e-5, rtol=0)
 
 
+def test_chunking_by_length_does_not_change_results() -> None:
+    """Length-sorted chunks (any size, right or left padding) give the one-chunk result."""
+    model = make_model(SIZES, seed=37)
+    trie = CatalogTrie(codes=random_catalog(40, seed=37), level_sizes=SIZES)
+    ids, mask = random_inputs(7, model.config.vocab_size, seed=37, max_len=12)
+    # make user 2 left-padded: its tokens shifted to the end of the row
+    length = int(mask[2].sum())
+    ids[2] = torch.cat([torch.zeros(12 - length, dtype=torch.long), ids[2, :length]])
+    mask[2] = torch.cat([torch.zeros(12 - length, dtype=torch.long), torch.ones(length, dtype=torch.long)])
+    exclude = random_exclude(7, 40, seed=37, max_len=10)
+    kw = {"beam_size": 5, "k": 4, "exclude": exclude, "level_offsets": OFFSETS}
+    whole = constrained_beam_search(model, trie, ids, mask, chunk_users=None, **kw)
+    for chunk in (1, 3, 7):
+        part = constrained_beam_search(model, trie, ids, mask, chunk_users=chunk, **kw)
+        assert torch.equal(part.items, whole.items)
+        assert torch.equal(part.codes, whole.codes)
+        torch.testing.assert_close(part.scores, whole.scores, atol=1e-5, rtol=0)
+    assert_valid(whole, trie, exclude)
+
+
 def test_model_training_mode_is_restored() -> None:
     model = make_model(SIZES, seed=23).train()
     trie = CatalogTrie(codes=random_catalog(10, seed=23), level_sizes=SIZES)
@@ -212,6 +232,7 @@ def test_model_training_mode_is_restored() -> None:
         ({"beam_size": 2, "k": 1, "level_offsets": [2, 6]}, "levels"),
         ({"beam_size": 2, "k": 1, "level_offsets": [2, 6, 100]}, "outside the model's vocabulary"),
         ({"beam_size": 2, "k": 1, "level_offsets": None}, "level_offsets"),
+        ({"beam_size": 2, "k": 1, "chunk_users": 0}, "chunk_users"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
