@@ -1,0 +1,186 @@
+"""SASRec: ID-based causal self-attention for next-item prediction (the strong baseline).
+
+Architecture after Kang & McAuley (ICDM 2018): item embedding + learned position embedding,
+``num_blocks`` pre-LayerNorm blocks of causal multi-head self-attention and a position-wise
+feed-forward net, a final LayerNorm, and scores = hidden state . item embedding (tied).
+Unlike the paper's BCE with one sampled negative, it is trained with full-softmax
+cross-entropy over the whole catalog at every position, which is much stronger (see e.g.
+Klenitskiy & Vasilev, RecSys 2023) and is what a practitioner would use today.
+
+Token layout: ``0`` = padding, item index ``i`` (0..N-1 in the prepared dataset) = token
+``i + 1``. Sequences are RIGHT-padded, so with the causal mask no real position ever attends
+to padding and the last real position summarises the whole history.
+
+A checkpoint is a folder with ``config.json`` and ``model.safetensors`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sidrec.utils import atomic_dir
+
+logger = logging.getLogger(__name__)
+
+PAD = 0
+
+
+@dataclass
+class SasrecModelConfig:
+    """Shape of a SASRec model (saved as ``config.json``)."""
+
+    num_items: int
+    hidden_size: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    max_len: int = 50
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+
+    def validate(self) -> None:
+        if self.num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {self.num_items}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        if self.max_len < 2:
+            raise ValueError(f"max_len must be >= 2, got {self.max_len}")
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block: causal self-attention, then a 2-layer ReLU FFN."""
+
+    def __init__(self, *, hidden: int, heads: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attn_dropout = attn_dropout
+        self.ln1 = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape  # (B, L, D)
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)  # 3 x (B, L, D)
+        q, k, v = (t.view(b, length, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+        )  # (B, H, L, D/H)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, length, d)))  # (B, L, D)
+        return x + self.drop(self.ffn(self.ln2(x)))  # (B, L, D)
+
+
+class SASRec(nn.Module):
+    """Causal self-attention next-item model over item-index tokens (see module docstring)."""
+
+    def __init__(self, *, config: SasrecModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        d = config.hidden_size
+        self.item_emb = nn.Embedding(config.num_items + 1, d, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.emb_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            _Block(hidden=d, heads=config.num_heads, dropout=config.dropout, attn_dropout=config.attn_dropout)
+            for _ in range(config.num_blocks)
+        )
+        self.final_ln = nn.LayerNorm(d)
+        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[PAD].zero_()
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states for right-padded token ids ``(B, L)`` -> ``(B, L, D)``."""
+        if tokens.shape[1] > self.config.max_len:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {self.config.max_len}")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)  # (L,)
+        x = self.item_emb(tokens) * self.config.hidden_size**0.5 + self.pos_emb(positions)  # (B, L, D)
+        x = self.emb_drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.final_ln(x)  # (B, L, D)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores over the catalog: ``(..., D)`` -> ``(..., N)`` (column i = item index i)."""
+        return hidden @ self.item_emb.weight[1:].T
+
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy at every non-pad position.
+
+        Args:
+            inputs: ``(B, L)`` right-padded tokens (item index + 1).
+            labels: ``(B, L)`` next item *index* per position, ``-100`` where there is none.
+        """
+        hidden = self.encode(inputs)  # (B, L, D)
+        mask = labels >= 0  # (B, L)
+        logits = self.item_logits(hidden[mask])  # (P, N), only real positions
+        return F.cross_entropy(logits, labels[mask])
+
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training forward = :meth:`loss` (so a DDP wrapper synchronises its gradients)."""
+        return self.loss(inputs, labels)
+
+    @torch.no_grad()
+    def score_last(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Catalog scores after each sequence's last real item: ``(B, L), (B,)`` -> ``(B, N)``."""
+        hidden = self.encode(tokens)  # (B, L, D)
+        last = hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]  # (B, D)
+        return self.item_logits(last)  # (B, N)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` into the folder ``path`` (atomic)."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_dir(path) as tmp:
+            (tmp / "config.json").write_text(
+                json.dumps({"model_type": "sasrec", **dataclasses.asdict(self.config)}, indent=2) + "\n"
+            )
+            save_file(state, str(tmp / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SASRec:
+        """Load a folder written by :meth:`save_pretrained`."""
+        path = Path(path)
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ValueError(f"{path} has no config.json; train one with `python -m sidrec.train.sasrec --run RUN`")
+        raw = json.loads(cfg_file.read_text())
+        raw.pop("model_type", None)
+        model = cls(config=SasrecModelConfig(**raw))
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+        return model.to(device).eval()
+
+
+def pad_histories(
+    histories: list[list[int]], max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded tokens ``(B, L)`` and lengths ``(B,)`` of the last ``max_len`` items.
+
+    An empty history becomes a single padding token (length 1) so the model still scores it
+    (from the position embedding alone); counted in the log by the caller.
+    """
+    trimmed = [h[-max_len:] for h in histories]
+    width = max(1, max((len(h) for h in trimmed), default=1))
+    tokens = np.zeros((len(trimmed), width), dtype=np.int64)
+    lengths = np.ones(len(trimmed), dtype=np.int64)
+    for i, h in enumerate(trimmed):
+        if h:
+            tokens[i, : len(h)] = np.asarray(h, dtype=np.int64) + 1
+            lengths[i] = len(h)
+    return torch.from_numpy(tokens), torch.from_numpy(lengths)
