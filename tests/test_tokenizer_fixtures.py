@@ -30,6 +30,17 @@ def _beauty_items(n: int) -> list[dict]:
     return items
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread while these tests run: several threads on a small shared CPU are much slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def beauty_items() -> list[dict]:
     """The first 600 Beauty item records (dicts with item_id, title, brand, categories, ...)."""
@@ -62,9 +73,9 @@ def small_config(method: str, **overrides):
     from sidrec.tokenizer import TokenizerConfig
     from sidrec.utils import load_config
 
-    base = {"method": method, "codebook_size": 16, "rqvae_epochs": 30, "fsq_epochs": 30, "fsq_levels": 2,
+    base = {"method": method, "codebook_size": 16, "rqvae_epochs": 20, "fsq_epochs": 20, "fsq_levels": 2,
             "kmeans_niter": 10, "rqvae_batch_size": 256, "fsq_batch_size": 256, "rqvae_dead_code_every": 5,
-            "rqvae_dead_code_stop_before_end": 5, "rqvae_hidden_dims": [128, 64], "fsq_hidden_dims": [128, 64],
-            "rqvae_latent_dim": 16}
+            "rqvae_dead_code_stop_before_end": 5, "rqvae_hidden_dims": [64], "fsq_hidden_dims": [64],
+            "rqvae_latent_dim": 16, "fsq_lr": 3e-3}
     base.update(overrides)
     return load_config(TokenizerConfig, None, base)

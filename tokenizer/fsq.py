@@ -1,6 +1,7 @@
 """FSQ (finite scalar quantization, Mentzer et al. 2023) grouped into tokens, as used by RecGPT.
 
-An MLP projects the embedding to ``num_levels * dims_per_token`` scalars; each is squashed to
+An MLP projects the embedding to ``num_levels * dims_per_token`` scalars, standardised over the batch
+(BatchNorm without affine, so every rounding bin gets used); each is squashed to
 ``[0, q-1]`` (sigmoid) and rounded to one of ``q`` values (straight-through gradient). A token is
 ``dims_per_token`` consecutive digits read in base ``q``, so each level has ``q ** dims_per_token``
 codes. No codebook to learn or collapse; the only loss is reconstruction.
@@ -33,12 +34,15 @@ class FSQModule(nn.Module):
         self.num_levels, self.g, self.q = num_levels, dims_per_token, q
         latent = num_levels * dims_per_token
         self.encoder = mlp([input_dim, *hidden_dims, latent])
+        # standardise each latent scalar over the batch (running stats at inference) so the rounding
+        # bins are all visited; without it the projection drifts into a few bins and codes go unused
+        self.norm = nn.BatchNorm1d(latent, affine=False)
         self.decoder = mlp([latent, *reversed(hidden_dims), input_dim])
         self.register_buffer("place", q ** torch.arange(dims_per_token), persistent=False)  # (g,)
 
     def bounded(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, D)`` -> continuous digits in ``[0, q-1]`` of shape ``(B, L*g)``."""
-        return torch.sigmoid(self.encoder(x)) * (self.q - 1)
+        return torch.sigmoid(self.norm(self.encoder(x))) * (self.q - 1)
 
     def digits_to_latent(self, digits: torch.Tensor) -> torch.Tensor:
         """Digits ``(B, L*g)`` (float) -> decoder input in ``[-1, 1]``."""
