@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     codes, level_sizes, catalog_source = load_catalog(run, args.seed)
     trie = CatalogTrie(codes=codes, level_sizes=level_sizes)
     model = tiger_model(level_sizes, args.seed)
-    need = max(batches) * max(args.repeats, args.hf_repeats)
+    need = max(*batches, 64) * max(args.repeats, args.hf_repeats)
     histories, history_source = load_histories(run, len(codes), need, args.seed)
     user_ids = [f"user{i}" for i in range(len(histories))]
     vocab = model.vocab

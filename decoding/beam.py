@@ -218,7 +218,8 @@ def constrained_beam_search(
     scores = torch.full((batch, k), float("-inf"), dtype=torch.float32)
     codes = torch.full((batch, k, levels), -1, dtype=torch.long)
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: skip it when already in eval mode
+        model.eval()
     try:
         for first in range(0, batch, size):
             users = order[first : first + size]  # (b,) CPU
@@ -237,7 +238,8 @@ def constrained_beam_search(
             )
             items[users], scores[users], codes[users] = chunk
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return BeamSearchResult(items=items, scores=scores, codes=codes)
 
 
@@ -257,7 +259,9 @@ def _search(
     batch, levels = input_ids.shape[0], trie.num_levels
     device = input_ids.device
     excluded = exclusions.select(users) if exclusions is not None else None
-    encoder_states = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    encoder_states = model.encoder(
+        input_ids=input_ids, attention_mask=attention_mask
+    ).last_hidden_state  # (b, S, D)
     decoder = T5IncrementalDecoder(
         model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
     )
