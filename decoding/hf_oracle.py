@@ -36,7 +36,9 @@ def trie_prefix_allowed_tokens_fn(
         exclude: per-user item indices to forbid, like ``constrained_beam_search``'s ``exclude``.
 
     The returned function receives the decoder sequence so far (starting with the decoder start token)
-    and returns the token ids of codes that lead to at least one active, non-excluded item.
+    and returns the token ids of codes that lead to at least one active, non-excluded item. Allowed
+    lists are memoised per prefix (users without exclusions), so HF's baseline is not slowed by the
+    trie walk. The memo assumes the trie is not modified while the function is in use.
     """
     offsets = [int(o) for o in level_offsets]
     levels = trie.num_levels
@@ -48,23 +50,32 @@ def trie_prefix_allowed_tokens_fn(
             for t in range(levels):  # one count per prefix + code on the item's path
                 excluded[user][code[: t + 1]] += 1
 
+    cache: dict[tuple[int, int], list[int]] = {}  # (level, node) -> allowed tokens without exclusions
+
     def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
         generated = sent[1:].tolist()  # drop the decoder start token
         t = len(generated)
         if t >= levels:
             return [int(sent[0])]
-        prefix = tuple(tok - off for tok, off in zip(generated, offsets, strict=False))
         node = 0
-        for level, code in enumerate(prefix):
+        for level, token in enumerate(generated):
+            code = token - offsets[level]
             if not 0 <= code < trie.level_sizes[level]:
                 return [offsets[t]]  # a filler beam off the trie (only below -1e9 scores)
-            node = int(trie.step(level, torch.tensor([node]), torch.tensor([code]))[0])
+            node = trie.child(level, node, code)
             if node < 0:
                 return [offsets[t]]
+        user_excluded = excluded[batch_id] if exclude is not None else None
+        if not user_excluded:
+            tokens = cache.get((t, node))
+            if tokens is None:
+                tokens = (trie.allowed_codes(t, node) + offsets[t]).tolist() or [offsets[t]]
+                cache[(t, node)] = tokens
+            return tokens
+        prefix = tuple(tok - off for tok, off in zip(generated, offsets, strict=False))
         counts = trie.counts(t, torch.tensor([node]))[0].numpy().astype(np.int64)  # (C_t,)
-        if exclude is not None:
-            for code in range(trie.level_sizes[t]):
-                counts[code] -= excluded[batch_id][(*prefix, code)]
+        for code in np.flatnonzero(counts > 0):
+            counts[code] -= user_excluded[(*prefix, int(code))]
         codes = np.flatnonzero(counts > 0)
         if codes.size == 0:
             return [offsets[t]]

@@ -239,6 +239,14 @@ class CatalogTrie:
         items[~hit] = -1
         return items
 
+    def child(self, level: int, node: int, code: int) -> int:
+        """Scalar ``step``: the node (or item, at the last level) below ``node`` + ``code``; -1 if none."""
+        return int(self._child[level][node, code])
+
+    def allowed_codes(self, level: int, node: int) -> np.ndarray:
+        """Codes that may follow prefix ``node`` at ``level`` (sorted int64), for per-prefix callers."""
+        return np.flatnonzero(self._count[level][node] > 0)
+
     # ------------------------------------------------------------------ queries (torch, beam-search hot path)
     def counts(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """Active-item counts below each prefix + code: ``nodes (R,)`` -> ``int32 (R, C_level)`` (a copy)."""

@@ -148,3 +148,16 @@ def test_remove_out_of_range_raises() -> None:
     trie = CatalogTrie(codes=random_catalog(5, seed=9), level_sizes=SIZES)
     with pytest.raises(ValueError, match="item indices"):
         trie.remove_items([5])
+
+
+def test_scalar_child_and_allowed_codes_agree_with_batched_queries() -> None:
+    codes = random_catalog(25, seed=10)
+    trie = CatalogTrie(codes=codes, level_sizes=SIZES)
+    trie.remove_items([0, 1, 2])
+    paths = trie.paths(codes)
+    for row, path in zip(codes, paths, strict=True):
+        for t in range(len(SIZES)):
+            mask = trie.allowed(t, torch.tensor([path[t]]))[0].numpy()
+            np.testing.assert_array_equal(trie.allowed_codes(t, int(path[t])), np.flatnonzero(mask))
+            step = trie.step(t, torch.tensor([path[t]]), torch.tensor([row[t]]))
+            assert trie.child(t, int(path[t]), int(row[t])) == int(step[0])
