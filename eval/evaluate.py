@@ -50,7 +50,7 @@ def score_model(
     scorer, *, histories: list[list[int]], targets: np.ndarray, user_index: np.ndarray,
     num_items: int, item_counts: np.ndarray, n_boot: int, seed: int,
 ) -> dict[str, Any]:
-    """Run one scorer and compute everything the report shows for it."""
+    """Run one scorer; returns ``{"metrics", "ci", "slices", "seconds"}`` (the metrics.json block)."""
     t0 = time.perf_counter()
     topk = scorer.recommend(histories, LIST_LENGTH, user_index=user_index)  # (U, K)
     seconds = time.perf_counter() - t0
@@ -143,19 +143,17 @@ def evaluate_run(
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
                     "num_items": dataset.num_items, "num_users": dataset.num_users},
         "git_commit": git_commit(), "generator_status": status,
-        "metrics": {}, "baselines": {}, "ci": {}, "slices": {}, "seconds": {},
+        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "baselines": {},
     }
     for scorer in ([gen] if gen is not None else []) + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
                           num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed)
+        res["seconds"] = round(res["seconds"], 2)
         if scorer is gen:
-            result["metrics"] = res["metrics"]
+            result.update(res)
         else:
-            result["baselines"][scorer.name] = res["metrics"]
-        result["ci"][scorer.name] = res["ci"]
-        result["slices"][scorer.name] = res["slices"]
-        result["seconds"][scorer.name] = round(res["seconds"], 2)
+            result["baselines"][scorer.name] = res
         logger.info("%s: recall@10 %.4f ndcg@10 %.4f (%.1fs)", scorer.name, res["metrics"]["recall@10"],
                     res["metrics"]["ndcg@10"], res["seconds"])
     out_dir = Path(out) if out is not None else run / "eval"
@@ -190,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                           beam_size=args.beam_size, batch_size=args.batch_size,
                           generator=not args.no_generator, out=args.out)
     out_dir = Path(args.out) if args.out else Path(args.run) / "eval"
-    rows = ([("generator", result["metrics"])] if result["metrics"] else []) + list(result["baselines"].items())
+    rows = [("generator", result["metrics"])] if result["metrics"] else []
+    rows += [(name, block["metrics"]) for name, block in result["baselines"].items()]
     for name, m in rows:
         print(f"{name:12s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
               f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}")

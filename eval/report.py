@@ -44,12 +44,17 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def _models(result: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+def _blocks(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(model name, block with metrics/ci/slices/seconds): the generator first, then the baselines."""
     rows = []
     if result.get("metrics"):
-        rows.append(("generator", result["metrics"]))
+        rows.append(("generator", result))
     rows.extend(result.get("baselines", {}).items())
     return rows
+
+
+def _models(result: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    return [(name, block["metrics"]) for name, block in _blocks(result)]
 
 
 def render_report(result: dict[str, Any]) -> str:
@@ -69,8 +74,8 @@ def render_report(result: dict[str, Any]) -> str:
     header = ["model", *TABLE_COLUMNS, "coverage@10", "mean pop@10", "invalid", "seconds"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    for name, m in _models(result):
-        secs = result.get("seconds", {}).get(name)
+    for name, block in _blocks(result):
+        m, secs = block["metrics"], block.get("seconds")
         cells = [name, *(_fmt(m.get(c)) for c in TABLE_COLUMNS), _fmt(m.get("coverage")),
                  f"{m['mean_popularity']:.1f}" if "mean_popularity" in m else "-",
                  _fmt(m.get("invalid_rate")), f"{secs:.1f}" if secs is not None else "-"]
@@ -83,27 +88,26 @@ def render_report(result: dict[str, Any]) -> str:
     lines += ["", "## 95% bootstrap confidence intervals", ""]
     lines.append("| model | " + " | ".join(CI_COLUMNS) + " |")
     lines.append("|---|" + "---|" * len(CI_COLUMNS))
-    for name, m in _models(result):
-        ci = result.get("ci", {}).get(name, {})
+    for name, block in _blocks(result):
+        m, ci = block["metrics"], block.get("ci", {})
         cells = [
             f"{m[c]:.4f} [{ci[c][0]:.4f}, {ci[c][1]:.4f}]" if c in ci else _fmt(m.get(c)) for c in CI_COLUMNS
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for slicing in ("history_length", "target_popularity"):
         lines += ["", f"## Recall@10 by {slicing.replace('_', ' ')}", ""]
-        buckets: list[str] = []
-        for name, _ in _models(result):
-            for b in result.get("slices", {}).get(name, {}).get(slicing, {}):
-                if b not in buckets:
-                    buckets.append(b)
-        if not buckets:
+        users: dict[str, int] = {}
+        for _, block in _blocks(result):
+            for b, row in block.get("slices", {}).get(slicing, {}).items():
+                users.setdefault(b, int(row["users"]))
+        if not users:
             lines.append("(no slices)")
             continue
-        first = next(iter(result["slices"].values()))[slicing]
-        lines.append("| model | " + " | ".join(f"{b} (n={first.get(b, {}).get('users', 0)})" for b in buckets) + " |")
+        buckets = list(users)
+        lines.append("| model | " + " | ".join(f"{b} (n={users[b]})" for b in buckets) + " |")
         lines.append("|---|" + "---|" * len(buckets))
-        for name, _ in _models(result):
-            sl = result.get("slices", {}).get(name, {}).get(slicing, {})
+        for name, block in _blocks(result):
+            sl = block.get("slices", {}).get(slicing, {})
             lines.append(f"| {name} | " + " | ".join(_fmt(sl.get(b, {}).get("recall@10")) for b in buckets) + " |")
     lines += ["", "Recall@K plot: `recall_at_k.png`." if result.get("plot") else "No plot (matplotlib missing).", ""]
     return "\n".join(lines)
