@@ -71,6 +71,28 @@ def cmd_prepare(argv: list[str]) -> int:
     return 0
 
 
+def cmd_recommend(argv: list[str]) -> int:
+    """Print the top-k recommendations (id, score, title) for one history."""
+    from sidrec.api import Recommender
+
+    p = argparse.ArgumentParser(prog="sidrec recommend", description=cmd_recommend.__doc__)
+    p.add_argument("--run", required=True, help="run or recommender folder (tokenizer/, generator/, catalog.jsonl)")
+    p.add_argument("--history", required=True, help="comma-separated item ids, oldest first, e.g. 12,873,40")
+    p.add_argument("-k", "--k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
+    p.add_argument("--skip-unknown", action="store_true", help="skip unknown item ids instead of failing")
+    args = p.parse_args(argv)
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    rec = Recommender.from_pretrained(args.run)
+    results = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
+                            on_unknown="skip" if args.skip_unknown else "error")
+    width = max(len(r.item_id) for r in results) if results else 4
+    print(f"{'rank':>4}  {'item_id':<{width}}  {'score':>8}  title")
+    for n, r in enumerate(results, start=1):
+        print(f"{n:>4}  {r.item_id:<{width}}  {r.score:>8.3f}  {r.title or '(no title)'}")
+    return 0
+
+
 def _forward(module: str, prog: str) -> Callable[[list[str]], int]:
     """A subcommand that forwards its argv to ``module.main``."""
 
@@ -84,6 +106,12 @@ def _forward(module: str, prog: str) -> Callable[[list[str]], int]:
 #: name -> (one-line help, handler). Only commands that work are listed.
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "prepare": ("prepare a dataset into a run folder and print its stats", cmd_prepare),
+    "tokenize": ("fit the semantic-ID tokenizer (RUN/tokenizer)", _forward("sidrec.train.tokenizer", "tokenize")),
+    "train": ("train the generator (RUN/generator)", _forward("sidrec.train.generator", "train")),
+    "sasrec": ("train the SASRec baseline (RUN/baselines/sasrec)", _forward("sidrec.train.sasrec", "sasrec")),
+    "evaluate": ("leave-one-out evaluation with baselines (RUN/eval)", _forward("sidrec.eval.evaluate", "evaluate")),
+    "recommend": ("print recommendations for a history", cmd_recommend),
+    "quickstart": ("prepare -> tokenize -> train -> evaluate on bundled Beauty", _forward("sidrec.quickstart", "quickstart")),
 }
 
 

@@ -1,0 +1,201 @@
+"""``sidrec.Recommender``: load a trained run and recommend, add and remove items.
+
+A recommender is three things that rebuild themselves from folders: the semantic-ID tokenizer
+(``tokenizer/``: quantizer + item <-> code table), the generator (``generator/``: T5 config, weights,
+vocab) and the catalog titles (``catalog.jsonl``). The catalog trie is built from the tokenizer's table
+at load time. No training data is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from sidrec.data import CATALOG_FILE, load_catalog, save_catalog
+from sidrec.decoding import CatalogTrie, constrained_beam_search
+from sidrec.seqmodel import SemanticIdGenerator, encode_histories
+from sidrec.tokenizer import SemanticIdTokenizer
+
+logger = logging.getLogger(__name__)
+
+ON_UNKNOWN = ("error", "skip")
+
+
+class Recommendation(NamedTuple):
+    """One recommended item: its id, the sequence log-probability of its semantic ID, and its title."""
+
+    item_id: str
+    score: float
+    title: str | None
+
+
+class Recommender:
+    """Next-item recommendations from a trained sidrec run.
+
+    >>> rec = Recommender.from_pretrained("runs/quickstart")          # doctest: +SKIP
+    >>> rec.recommend(["12", "873", "40"], k=5)                        # doctest: +SKIP
+    [Recommendation(item_id='41', score=-2.31, title='...'), ...]
+    """
+
+    def __init__(
+        self, *, tokenizer: SemanticIdTokenizer, model: SemanticIdGenerator, titles: Sequence[str | None],
+        beam_size: int = 20, batch_size: int = 64, device: str | torch.device = "cpu",
+    ) -> None:
+        if list(model.vocab.level_sizes) != list(tokenizer.level_sizes):
+            raise ValueError(
+                f"the generator was trained on semantic IDs with level sizes {model.vocab.level_sizes}, the "
+                f"tokenizer has {tokenizer.level_sizes}; load the tokenizer and generator of the same run"
+            )
+        if len(titles) != tokenizer.num_items:
+            raise ValueError(f"{len(titles)} titles for {tokenizer.num_items} items; the catalog file does not "
+                             "match the tokenizer's table")
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.titles: list[str | None] = list(titles)
+        self.trie = CatalogTrie(codes=tokenizer.codes, level_sizes=tokenizer.level_sizes)
+        self.beam_size = beam_size
+        self.batch_size = batch_size
+
+    # -- loading and saving ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        beam_size: int = 20) -> Recommender:
+        """Load ``path/tokenizer``, ``path/generator`` and the titles in ``path/catalog.jsonl``."""
+        path = Path(path)
+        for sub in ("tokenizer", "generator"):
+            if not (path / sub).is_dir():
+                raise ValueError(
+                    f"{path / sub} is missing; a recommender folder holds tokenizer/ and generator/ "
+                    "(run `sidrec tokenize` and `sidrec train`, or `sidrec quickstart`)"
+                )
+        tokenizer = SemanticIdTokenizer.from_pretrained(path / "tokenizer")
+        model = SemanticIdGenerator.from_pretrained(path / "generator")
+        titles: list[str | None] = [None] * tokenizer.num_items
+        removed: list[str] = []
+        if (path / CATALOG_FILE).is_file():
+            ids, cat_titles, removed = load_catalog(path / CATALOG_FILE)
+            by_id = dict(zip(ids, cat_titles, strict=True))
+            titles = [by_id.get(i) for i in tokenizer.item_ids]
+        else:
+            logger.warning("%s not found: recommendations will have no titles", path / CATALOG_FILE)
+        rec = cls(tokenizer=tokenizer, model=model, titles=titles, beam_size=beam_size, device=device)
+        if removed:
+            rec.remove_items(removed)
+        return rec
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.model.save_pretrained(path / "generator")
+        removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.trie.active)]
+        save_catalog(path / CATALOG_FILE, self.tokenizer.item_ids, self.titles, removed)
+
+    # -- catalog --------------------------------------------------------------------------------
+    @property
+    def num_items(self) -> int:
+        """Items that can be recommended now."""
+        return self.trie.num_active
+
+    def add_items(self, items: Sequence[Mapping[str, Any]], *, cache_dir: str | os.PathLike | None = None) -> list[str]:
+        """Give new items semantic IDs (no retraining) and make them recommendable at once.
+
+        ``items``: dicts with ``item_id`` and text fields (``title``, ``brand``, ...), rendered with the
+        template the tokenizer was fitted with. Existing IDs never change. Returns the added ids.
+        """
+        items = list(items)
+        if not items:
+            return []
+        codes = self.tokenizer.assign(items, cache_dir=cache_dir)  # (M, L), appended to the table
+        new_index = self.trie.add_items(codes)
+        expected = np.arange(self.tokenizer.num_items - len(items), self.tokenizer.num_items)
+        if not np.array_equal(new_index, expected):  # the trie and the table must stay row-aligned
+            raise RuntimeError("catalog trie and tokenizer table went out of sync; reload the recommender")
+        self.titles.extend(it.get("title") for it in items)
+        return [str(it["item_id"]) for it in items]
+
+    def remove_items(self, item_ids: Sequence[str]) -> int:
+        """Stop recommending these items (e.g. out of stock); returns how many were removed."""
+        unknown = [i for i in item_ids if self._index(i) is None]
+        if unknown:
+            raise ValueError(f"{len(unknown)} unknown item id(s), e.g. {unknown[0]!r}; nothing was removed")
+        return self.trie.remove_items([self.tokenizer.index_of(i) for i in item_ids])
+
+    # -- recommending ---------------------------------------------------------------------------
+    def _index(self, item_id: str | int) -> int | None:
+        try:
+            return self.tokenizer.index_of(str(item_id))
+        except KeyError:
+            return None
+
+    def _to_indices(self, histories: list[Sequence[str]], on_unknown: str) -> list[list[int]]:
+        if on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
+        out, skipped = [], 0
+        for u, history in enumerate(histories):
+            if isinstance(history, str):
+                raise ValueError(f"history {u} is a string; pass a list of item ids (e.g. ['12', '40'])")
+            rows = [self._index(i) for i in history]
+            known = [r for r in rows if r is not None]
+            missing = len(history) - len(known)
+            if missing and on_unknown == "error":
+                bad = next(str(i) for i, r in zip(history, rows, strict=True) if r is None)
+                raise ValueError(
+                    f"history {u} has {missing} unknown item id(s), e.g. {bad!r}; add them with "
+                    "add_items() or pass on_unknown='skip'"
+                )
+            skipped += missing
+            if not known:
+                raise ValueError(
+                    f"history {u} is empty{' after skipping unknown items' if history else ''}; "
+                    "a generative recommender needs at least one known item"
+                )
+            out.append(known)
+        if skipped:
+            logger.warning("skipped %d unknown item id(s) in the histories", skipped)
+        return out
+
+    @torch.no_grad()
+    def recommend(
+        self, history: Sequence[str] | Sequence[Sequence[str]], k: int = 10, *, exclude_seen: bool = True,
+        on_unknown: str = "error", user_ids: Sequence[str] | None = None,
+    ) -> list[Recommendation] | list[list[Recommendation]]:
+        """Top-``k`` items for one history (a list of item ids) or a batch of them (a list of lists).
+
+        ``exclude_seen`` removes history items from the results (k are still returned when k exist).
+        ``on_unknown``: ``"error"`` (default) or ``"skip"`` unknown item ids, with a count in the log.
+        ``user_ids``: only used by generators trained with user tokens (TIGER's user hashing).
+        """
+        single = len(history) == 0 or isinstance(history[0], str | int)
+        histories = [list(history)] if single else [list(h) for h in history]
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        indices = self._to_indices(histories, on_unknown)
+        vocab = self.model.vocab
+        if vocab.num_user_buckets and user_ids is None:
+            user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
+        results: list[list[Recommendation]] = []
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            uids = None if not vocab.num_user_buckets else list(user_ids[start : start + len(batch)])
+            input_ids, mask = encode_histories(vocab, self.tokenizer.codes, batch, user_ids=uids,
+                                               max_items=self.model.max_items)  # (B, S)
+            out = constrained_beam_search(
+                self.model, self.trie, input_ids.to(self.device), mask.to(self.device),
+                beam_size=max(self.beam_size, k), k=k, exclude=batch if exclude_seen else None,
+            )
+            for items, scores in zip(out.items.tolist(), out.scores.tolist(), strict=True):
+                results.append([
+                    Recommendation(self.tokenizer.item_ids[i], float(s), self.titles[i])
+                    for i, s in zip(items, scores, strict=True) if i >= 0
+                ])
+        return results[0] if single else results
+

@@ -1,0 +1,111 @@
+"""``sidrec quickstart``: the whole pipeline on the bundled Beauty data, on a laptop CPU.
+
+prepare -> tokenize -> train the generator -> train SASRec -> evaluate (test split, with baselines) ->
+a few sample recommendations. Each stage is the same function its own command runs, so every step can be
+re-run or resumed alone; the summary at the end says where each artefact is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("prepare", "tokenize", "generator", "sasrec", "evaluate", "samples")
+
+
+def _stage(name: str, fn, *args) -> float:
+    logger.info("==> %s", name)
+    t0 = time.perf_counter()
+    rc = fn(*args)
+    if rc:
+        raise SystemExit(f"quickstart: stage {name!r} failed (exit code {rc}); see the log above")
+    took = time.perf_counter() - t0
+    logger.info("<== %s done in %.1f min", name, took / 60)
+    return took
+
+
+def _prepare(run: Path, dataset: str) -> int:
+    from sidrec.cli import cmd_prepare
+
+    return cmd_prepare(["--dataset", dataset, "--out", str(run)])
+
+
+def _samples(run: Path, n: int) -> int:
+    from sidrec.api import Recommender
+    from sidrec.data import PreparedDataset
+
+    rec = Recommender.from_pretrained(run)
+    dataset = PreparedDataset.load(run)
+    test = dataset.eval_split("test")
+    for u in range(n):
+        history = [dataset.item_ids[i] for i in test.histories[u]]
+        print(f"\nuser {dataset.user_ids[u]}: last items")
+        for iid in history[-3:]:
+            print(f"    {iid:>8}  {rec.titles[rec.tokenizer.index_of(iid)] or '(no title)'}")
+        target = dataset.item_ids[int(test.targets[u])]
+        print(f"  held-out next item: {target}  {rec.titles[rec.tokenizer.index_of(target)]}")
+        print("  recommended:")
+        for r in rec.recommend(history, k=5):
+            hit = "  <- held-out item" if r.item_id == target else ""
+            print(f"    {r.item_id:>8}  {r.score:7.2f}  {r.title or '(no title)'}{hit}")
+    return 0
+
+
+def _summary(run: Path, seconds: dict[str, float]) -> None:
+    metrics_file = run / "eval" / "metrics.json"
+    print("\n" + "=" * 72)
+    if metrics_file.is_file():
+        report = json.loads(metrics_file.read_text())
+        rows = [("sidrec generator", report.get("metrics"))]
+        rows += [(name, block.get("metrics")) for name, block in report.get("baselines", {}).items()]
+        keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "invalid_rate", "coverage")
+        print(f"{'test split':<18}" + "".join(f"{k:>13}" for k in keys))
+        for name, m in rows:
+            if m:
+                print(f"{name:<18}" + "".join(f"{m.get(k, float('nan')):>13.4f}" for k in keys))
+    print("\nartefacts:")
+    for label, path in (("prepared data", "dataset"), ("catalog", "catalog.jsonl"), ("tokenizer", "tokenizer"),
+                        ("generator", "generator"), ("SASRec baseline", "baselines/sasrec"),
+                        ("metrics", "eval/metrics.json"), ("report", "eval/report.md"),
+                        ("plot", "eval/recall_at_k.png")):
+        if (run / path).exists():
+            print(f"  {label:<16} {run / path}")
+    total = sum(seconds.values())
+    print("\ntime: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + f"; total {total / 60:.1f} min")
+    print(f"\nnext: sidrec recommend --run {run} --history ID,ID,...   |   python -c \"import sidrec; "
+          f"r = sidrec.Recommender.from_pretrained('{run}')\"")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sidrec.eval import evaluate
+    from sidrec.train import generator, sasrec, tokenizer
+
+    p = argparse.ArgumentParser(prog="sidrec quickstart", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/quickstart", help="run folder (default runs/quickstart)")
+    p.add_argument("--dataset", default="beauty", help="bundled name or dataset folder (default beauty)")
+    p.add_argument("--tokenizer-config", default="tokenizer/rqvae", help="tokenizer preset or YAML")
+    p.add_argument("--generator-config", default="generator/cpu-small", help="generator preset or YAML")
+    p.add_argument("--skip", default="", help=f"comma-separated stages to skip (of {', '.join(STAGES)})")
+    p.add_argument("--samples", type=int, default=3, help="users to show sample recommendations for")
+    args = p.parse_args(argv)
+    run = Path(args.out)
+    skip = {s for s in args.skip.split(",") if s}
+    if skip - set(STAGES):
+        raise ValueError(f"unknown stage(s) in --skip: {sorted(skip - set(STAGES))}; stages: {', '.join(STAGES)}")
+    plan = {
+        "prepare": (_prepare, run, args.dataset),
+        "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config]),
+        "generator": (generator.main, ["--run", str(run), "--config", args.generator_config]),
+        "sasrec": (sasrec.main, ["--run", str(run)]),
+        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", "popularity,knn,sasrec"]),
+        "samples": (_samples, run, args.samples),
+    }
+    seconds = {name: _stage(name, fn, *fn_args) for name, (fn, *fn_args) in plan.items() if name not in skip}
+    _summary(run, seconds)
+    return 0

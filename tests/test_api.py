@@ -1,0 +1,114 @@
+"""The public API and CLI on a tiny real run: recommend, exclude_seen, unknown ids, add/remove items, reload."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import shared, write_slice
+
+import sidrec
+from sidrec.cli import main as cli_main
+from sidrec.data import PreparedDataset
+
+TOKENIZER_ARGS = ["--config", "tokenizer/rqkmeans", "--codebook-size", "16", "--kmeans-niter", "5"]
+GENERATOR_ARGS = ["--config", "generator/cpu-small", "--d-model", "32", "--num-layers", "1",
+                  "--num-decoder-layers", "1", "--num-heads", "2", "--d-kv", "16", "--d-ff", "64",
+                  "--max-steps", "4", "--warmup-steps", "2", "--batch-size", "32", "--eval-every", "0",
+                  "--valid-max-users", "16", "--save-every", "0", "--user-buckets", "0"]
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory):
+    """prepare -> tokenize -> train on 30 Beauty users, through the CLI as a user would."""
+    root = tmp_path_factory.mktemp("api")
+    data = write_slice(shared("amazon2014_beauty"), root / "data", 30)
+    run = root / "run"
+    assert cli_main(["prepare", "--dataset", str(data), "--out", str(run)]) == 0
+    assert cli_main(["tokenize", "--run", str(run), *TOKENIZER_ARGS]) == 0
+    assert cli_main(["train", "--run", str(run), *GENERATOR_ARGS]) == 0
+    return run
+
+
+@pytest.fixture()
+def rec(api_run):
+    return sidrec.Recommender.from_pretrained(api_run)
+
+
+def test_recommend_one_and_many(rec, api_run):
+    dataset = PreparedDataset.load(api_run)
+    history = [dataset.item_ids[i] for i in dataset.sequences[0][:3]]
+    one = rec.recommend(history, k=5)
+    assert len(one) == 5 and all(isinstance(r, sidrec.api.Recommendation) for r in one)
+    assert len({r.item_id for r in one}) == 5  # distinct items
+    assert not set(history) & {r.item_id for r in one}  # exclude_seen=True by default
+    assert [r.score for r in one] == sorted((r.score for r in one), reverse=True)
+    titles = dict(zip(dataset.item_ids, dataset.item_titles, strict=True))
+    assert all(r.title == titles[r.item_id] for r in one)
+    many = rec.recommend([history, history[:1]], k=3)
+    assert [len(x) for x in many] == [3, 3]
+    assert [r.item_id for r in many[0]] == [r.item_id for r in one[:3]]  # batching does not change results
+
+
+def test_exclude_seen_false_can_return_history(rec, api_run):
+    dataset = PreparedDataset.load(api_run)
+    everything = list(dataset.item_ids)
+    # with every item in the history, excluding the seen ones leaves nothing to recommend
+    assert rec.recommend(everything, k=3) == []
+    assert len(rec.recommend(everything, k=3, exclude_seen=False)) == 3
+
+
+def test_unknown_ids_and_empty_histories(rec, caplog):
+    known = rec.tokenizer.item_ids[0]
+    with pytest.raises(ValueError, match="unknown item id"):
+        rec.recommend([known, "no-such-item"])
+    assert len(rec.recommend([known, "no-such-item"], k=2, on_unknown="skip")) == 2
+    assert "skipped 1 unknown item id" in caplog.text
+    with pytest.raises(ValueError, match="empty"):
+        rec.recommend([])
+    with pytest.raises(ValueError, match="on_unknown"):
+        rec.recommend([known], on_unknown="ignore")
+
+
+def test_add_and_remove_items(rec):
+    n = rec.num_items
+    top = rec.recommend([rec.tokenizer.item_ids[0]], k=3)
+    removed = top[0].item_id
+    assert rec.remove_items([removed]) == 1 and rec.num_items == n - 1
+    for _ in range(3):
+        assert removed not in {r.item_id for r in rec.recommend([rec.tokenizer.item_ids[0]], k=10)}
+    codes_before = rec.tokenizer.codes.copy()
+    added = rec.add_items([{"item_id": "new-1", "title": "Rose Lip Balm", "brand": "Acme",
+                            "categories": [["Beauty", "Skin Care", "Lips"]]}])
+    assert added == ["new-1"] and rec.num_items == n
+    assert (rec.tokenizer.codes[: len(codes_before)] == codes_before).all()  # existing IDs unchanged
+    # the new item is reachable: with every other item excluded, it is the only possible answer
+    others = [i for i in rec.tokenizer.item_ids if i not in ("new-1", removed)]
+    got = rec.recommend(others, k=1)
+    assert [(r.item_id, r.title) for r in got] == [("new-1", "Rose Lip Balm")]
+    with pytest.raises(ValueError, match="unknown item id"):
+        rec.remove_items(["nope"])
+
+
+def test_save_reload_without_training_data(rec, tmp_path):
+    rec.remove_items([rec.tokenizer.item_ids[1]])
+    rec.save_pretrained(tmp_path / "release")
+    again = sidrec.Recommender.from_pretrained(tmp_path / "release")  # no dataset/ in this folder
+    history = [rec.tokenizer.item_ids[0], rec.tokenizer.item_ids[2]]
+    assert again.recommend(history, k=5) == rec.recommend(history, k=5)
+    assert again.num_items == rec.num_items
+
+
+def test_missing_parts_are_explained(tmp_path, api_run):
+    shutil.copytree(api_run / "tokenizer", tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match="generator is missing"):
+        sidrec.Recommender.from_pretrained(tmp_path)
+
+
+def test_cli_recommend(api_run, capsys):
+    rec = sidrec.Recommender.from_pretrained(api_run)
+    ids = rec.tokenizer.item_ids[:2]
+    assert cli_main(["recommend", "--run", str(api_run), "--history", ",".join(ids), "-k", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["rank", "item_id", "score"] and len(lines) == 5
+    assert cli_main(["recommend", "--run", str(api_run), "--history", "nope"]) == 1  # a clear error, exit 1
