@@ -11,7 +11,6 @@ improvement, and writes ``RUN/baselines/sasrec/`` (``config.json``, ``model.safe
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 import time
@@ -40,6 +39,8 @@ class SasrecTrainConfig:
     epochs: upper bound; patience: epochs without a valid NDCG@10 gain before stopping.
     max_steps: stop after this many optimiser steps (0 = no limit; for smoke tests).
     valid_max_users: evaluate on the first N valid users only (0 = all).
+    max_minutes: stop after the first epoch that ends past this wall-clock budget (0 = no limit).
+    The best epoch so far is saved whenever valid NDCG@10 improves, so an interrupted run keeps it.
     """
 
     hidden_size: int = 64
@@ -55,6 +56,7 @@ class SasrecTrainConfig:
     patience: int = 10
     max_steps: int = 0
     valid_max_users: int = 0
+    max_minutes: float = 0.0
     eval_batch_size: int = 1024
     seed: int = 0
 
@@ -127,7 +129,7 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
         sum(p.numel() for p in raw_model.parameters()),
     )
     history: list[dict] = []
-    best, best_state, best_epoch, step = -1.0, None, -1, 0
+    best, best_epoch, step = -1.0, -1, 0
     t0 = time.time()
     for epoch in range(cfg.epochs):
         model.train()
@@ -149,17 +151,18 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
                         entry["loss"], metrics["ndcg@10"], metrics["recall@10"], entry["elapsed_s"])
             if metrics["ndcg@10"] > best:
                 best, best_epoch = metrics["ndcg@10"], epoch + 1
-                best_state = copy.deepcopy(raw_model.state_dict())
-        stop = bool(cfg.max_steps and step >= cfg.max_steps) or (epoch + 1 - best_epoch >= cfg.patience)
-        if stop:
+                raw_model.save_pretrained(out_dir)  # atomic: an interrupted run keeps its best epoch
+        log = {"config": config_to_dict(cfg), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
+               "epochs_run": len(history), "train_seconds": round(time.time() - t0, 1), "history": history}
+        if accelerator.is_main_process:
+            atomic_write_json(Path(out_dir) / "train_log.json", log)
+        out_of_time = bool(cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes)
+        if out_of_time:
+            logger.info("stopping: time budget of %.1f min spent", cfg.max_minutes)
+        if cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience or out_of_time:
             break
-    log = {"config": config_to_dict(cfg), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
-           "epochs_run": len(history), "train_seconds": round(time.time() - t0, 1), "history": history}
     if accelerator.is_main_process:
-        raw_model.load_state_dict(best_state)
-        raw_model.save_pretrained(out_dir)
-        atomic_write_json(Path(out_dir) / "train_log.json", log)
-        logger.info("saved best epoch %d (valid ndcg@10 %.4f) to %s", best_epoch, best, out_dir)
+        logger.info("best epoch %d (valid ndcg@10 %.4f) saved in %s", best_epoch, best, out_dir)
     accelerator.wait_for_everyone()
     return log
 
