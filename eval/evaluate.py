@@ -46,6 +46,13 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+def _device() -> str:
+    """A GPU when one is visible (neural scorers only; the metrics are device-independent)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def score_model(
     scorer, *, histories: list[list[int]], targets: np.ndarray, user_index: np.ndarray,
     num_items: int, item_counts: np.ndarray, n_boot: int, seed: int,
@@ -95,7 +102,7 @@ def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bo
                 continue
             from sidrec.eval.baselines.sasrec import SasrecScorer
 
-            scorers.append(SasrecScorer.from_pretrained(folder, exclude_history=exclude_history))
+            scorers.append(SasrecScorer.from_pretrained(folder, exclude_history=exclude_history, device=_device()))
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(KNOWN_BASELINES)}")
     return scorers
@@ -110,7 +117,7 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
 
     scorer = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
                                       beam_size=beam_size, batch_size=batch_size,
-                                      exclude_history=exclude_history)
+                                      exclude_history=exclude_history, device=_device())
     return scorer, "evaluated"
 
 

@@ -98,9 +98,8 @@ def collate_windows(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]
 def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConfig) -> dict[str, float]:
     """Valid-split ranking metrics (full catalog, history not excluded)."""
     split = dataset.eval_split("valid").subset(cfg.valid_max_users or None)
-    scorer = SasrecScorer(model=model, batch_size=cfg.eval_batch_size)
-    device = next(model.parameters()).device
-    scorer.device = device
+    # score on the device the model trains on (the scorer would otherwise move it)
+    scorer = SasrecScorer(model=model, batch_size=cfg.eval_batch_size, device=next(model.parameters()).device)
     topk = scorer.recommend(split.histories, 20)
     return ranking_metrics(topk, split.targets, ks=(1, 5, 10, 20))
 
