@@ -1,0 +1,147 @@
+"""Skeleton shared by the ``sidrec.train.<stage>`` entry points.
+
+Every stage is started as ``python -m sidrec.train.<stage> --run RUN [--config PRESET] [--resume]
+[--field value ...]`` or the same under ``accelerate launch``. This module parses that command line
+into a typed config, builds the ``Accelerator`` (mixed precision, gradient accumulation, seeding),
+sets up logging so that only the main process talks at INFO level, and finds the latest saved state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sidrec.utils import config_from_args
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RunArgs",
+    "latest_state",
+    "make_accelerator",
+    "parse_run_args",
+    "prune_states",
+    "setup_logging",
+    "state_dir_name",
+]
+
+T = TypeVar("T")
+
+_STATE_RE = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class RunArgs:
+    """What every stage's command line gives: the run folder, the typed config, whether to resume."""
+
+    run: Path
+    config: Any
+    config_name: str | None
+    resume: bool
+
+
+def parse_run_args(
+    argv: Sequence[str] | None, config_cls: type[T], *, prog: str, description: str, default_config: str | None
+) -> RunArgs:
+    """Parse ``--run RUN [--config NAME_OR_PATH] [--resume] [--field value ...]``.
+
+    Unknown ``--field`` names raise ``ValueError`` listing the valid fields of ``config_cls``.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog=f"Any field of {config_cls.__name__} can be overridden: --field value (e.g. --max-steps 20).",
+    )
+    parser.add_argument("--run", required=True, help="run folder (RUN/dataset must exist)")
+    parser.add_argument("--config", default=default_config, help=f"preset name or YAML path (default {default_config})")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest saved state of this stage")
+    args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    cfg = config_from_args(config_cls, args.config, rest)
+    return RunArgs(run=Path(args.run), config=cfg, config_name=args.config, resume=args.resume)
+
+
+def setup_logging(accelerator: Any | None = None, level: int = logging.INFO) -> None:
+    """INFO logs on the main process, warnings only elsewhere; one line format for all stages."""
+    main = accelerator is None or accelerator.is_main_process
+    rank = "" if accelerator is None or accelerator.num_processes == 1 else f"[rank {accelerator.process_index}] "
+    logging.basicConfig(
+        level=level if main else logging.WARNING,
+        format=f"%(asctime)s {rank}%(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    for noisy in ("datasets", "transformers", "accelerate", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_accelerator(
+    *,
+    seed: int,
+    mixed_precision: str = "no",
+    gradient_accumulation_steps: int = 1,
+    split_batches: bool = True,
+    tensorboard_dir: str | os.PathLike | None = None,
+):
+    """An ``Accelerator`` with a seedable sampler (reproducible shuffles, exact mid-epoch resume), seeded.
+
+    ``split_batches=True`` makes a DataLoader's batch size the global batch, split over processes, so a
+    preset means the same optimisation on 1 or N processes.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    if mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
+    kwargs: dict[str, Any] = {}
+    if tensorboard_dir is not None:
+        kwargs["log_with"] = "tensorboard"
+        kwargs["project_config"] = ProjectConfiguration(project_dir=str(tensorboard_dir), logging_dir=str(tensorboard_dir))
+    # Several processes without CUDA (accelerate launch --multi_gpu on a CPU machine): accelerate only
+    # picks MULTI_CPU (gloo) when told cpu=True; otherwise each process would train alone.
+    import torch
+
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        cpu=multi_cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(
+            split_batches=split_batches, use_seedable_sampler=True, data_seed=seed
+        ),
+        step_scheduler_with_optimizer=False,
+        **kwargs,
+    )
+    set_seed(seed)
+    return accelerator
+
+
+def state_dir_name(step: int) -> str:
+    """Folder name of the state saved after optimiser step ``step``."""
+    return f"step-{step:08d}"
+
+
+def _states(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STATE_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_state(root: str | os.PathLike) -> Path | None:
+    """The newest complete ``root/step-N`` folder (one with ``progress.json``), or None."""
+    complete = [p for _, p in _states(Path(root)) if (p / "progress.json").is_file()]
+    return complete[-1] if complete else None
+
+
+def prune_states(root: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` state folders under ``root``."""
+    states = _states(Path(root))
+    for _, path in states[: max(0, len(states) - keep)]:
+        shutil.rmtree(path, ignore_errors=True)
