@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset={ds.name} items={ds.num_items} embedding={model} dim={emb.shape[1]} threads={args.threads} "
           f"repeats={args.repeats} embed_seconds={embed_s:.1f}")
     head = (f"{'method':<9} {'fit_s':>7} {'x_rqkm':>6} {'uniq_plain':>10} {'maxgrp_plain':>12} {'uniq_reasg':>10} "
-            f"{'maxgrp_reasg':>12} {'L1_usage':>8} {'L1_ppl':>7} {'min_usage':>9} {'recon_cos':>9}")
+            f"{'maxgrp_reasg':>12} {'L1_usage':>8} {'L1_ppl':>7} {'min_usage':>9} {'recon_plain':>11} {'recon_reasg':>11}")
     print(head)
     print("-" * len(head))
     for method, (fit_s, s) in rows.items():
         print(f"{method:<9} {fit_s:>7.1f} {fit_s / ref:>6.2f} {s['unique_before_collision_plain']:>10.4f} "
               f"{s['max_collision_group_plain']:>12d} {s['unique_before_collision']:>10.4f} "
               f"{s['max_collision_group']:>12d} {s['level_usage'][0]:>8.3f} {s['level_perplexity'][0]:>7.1f} "
-              f"{min(s['level_usage']):>9.3f} {s['recon_cosine_plain']:>9.4f}")
+              f"{min(s['level_usage']):>9.3f} {s['recon_cosine_plain']:>11.4f} {s['recon_cosine']:>11.4f}")
     kv = [f"embed_seconds={embed_s:.1f}"]
     for method, (fit_s, s) in rows.items():
         kv += [f"{method}_fit_seconds={fit_s:.1f}",

@@ -50,10 +50,11 @@ class TokenizerConfig:
     rqvae_batch_size: int = 1024
     rqvae_lr: float = 1e-3
     rqvae_weight_decay: float = 1e-4
-    # check code usage on the whole catalog every N epochs and re-seed unused codes from residuals
-    rqvae_dead_code_every: int = 10
+    # check code usage on the whole catalog after epoch 1 and every N epochs, re-seed unused codes from
+    # residuals (the latents move fast early on and would otherwise leave most codes empty)
+    rqvae_dead_code_every: int = 2
     # no dead-code reset in the last N epochs, so re-seeded codes settle before the final encode
-    rqvae_dead_code_stop_before_end: int = 20
+    rqvae_dead_code_stop_before_end: int = 5
 
     # fsq (RecGPT): project to num_levels * fsq_dims_per_token dims, bound with tanh, round each dim to
     # fsq_levels values; one token = fsq_dims_per_token dims -> fsq_levels ** fsq_dims_per_token codes
