@@ -68,6 +68,12 @@ def test_identical_embeddings_get_distinct_ids(beauty_emb, method):  # noqa: F81
     copies = t.codes[[0, *range(100, 105)]]
     assert (copies[:, :-1] == copies[0, :-1]).all()
     assert len(set(copies[:, -1].tolist())) == 6  # same semantic codes, distinct collision indices
+    # with re-assignment the copies spread over free last-level codes first; IDs stay distinct
+    t = SemanticIdTokenizer.fit(item_ids=[f"i{i}" for i in range(len(emb))], embeddings=emb,
+                                config=small_config(method, rqvae_epochs=5, fsq_epochs=5, collision_strategy="reassign"))
+    _assert_valid_table(t)
+    copies = t.codes[[0, *range(100, 105)]]
+    assert len({tuple(r) for r in copies.tolist()}) == 6 and (copies[:, :-2] == copies[0, :-2]).all()
 
 
 def test_reassign_strategy_raises_uniqueness(beauty_items, beauty_emb, tok):  # noqa: F811

@@ -69,13 +69,13 @@ def beauty_emb(beauty_texts, embedding_cache) -> np.ndarray:
 
 
 def small_config(method: str, **overrides):
-    """A fast config for tests: 16 codes per level, few epochs, one torch thread."""
+    """A fast config for tests: 16 codes per level, few epochs, TIGER's plain collision level."""
     from sidrec.tokenizer import TokenizerConfig
     from sidrec.utils import load_config
 
     base = {"method": method, "codebook_size": 16, "rqvae_epochs": 20, "fsq_epochs": 20, "fsq_levels": 2,
             "kmeans_niter": 10, "rqvae_batch_size": 256, "fsq_batch_size": 256, "rqvae_dead_code_every": 5,
             "rqvae_dead_code_stop_before_end": 5, "rqvae_hidden_dims": [64], "fsq_hidden_dims": [64],
-            "rqvae_latent_dim": 16, "fsq_lr": 3e-3}
+            "rqvae_latent_dim": 16, "fsq_lr": 3e-3, "collision_strategy": "append"}
     base.update(overrides)
     return load_config(TokenizerConfig, None, base)

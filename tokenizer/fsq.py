@@ -68,7 +68,7 @@ class FSQ(Quantizer):
     """Finite scalar quantization of a learned projection, ``dims_per_token`` digits per token."""
 
     def __init__(self, *, num_levels: int = 3, q: int = 4, dims_per_token: int = 4,
-                 hidden_dims: list[int] | None = None, epochs: int = 150, batch_size: int = 1024,
+                 hidden_dims: list[int] | None = None, epochs: int = 40, batch_size: int = 1024,
                  lr: float = 1e-3, seed: int = 0) -> None:
         super().__init__(num_levels=num_levels, q=q, dims_per_token=dims_per_token,
                          hidden_dims=list(hidden_dims or [512, 256]), epochs=epochs, batch_size=batch_size,

@@ -108,7 +108,7 @@ class RQVAE(Quantizer):
     """TIGER's residual-quantized VAE over item embeddings."""
 
     def __init__(self, *, num_levels: int = 3, codebook_size: int = 256, hidden_dims: list[int] | None = None,
-                 latent_dim: int = 32, beta: float = 0.25, epochs: int = 150, batch_size: int = 1024,
+                 latent_dim: int = 32, beta: float = 0.25, epochs: int = 40, batch_size: int = 1024,
                  lr: float = 1e-3, weight_decay: float = 1e-4, dead_code_every: int = 2,
                  dead_code_stop_before_end: int = 5, kmeans_niter: int = 25, seed: int = 0) -> None:
         super().__init__(num_levels=num_levels, codebook_size=codebook_size,
