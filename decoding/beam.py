@@ -60,6 +60,7 @@ class UserExclusions:
 
     def __init__(self, *, trie: CatalogTrie, exclude: Exclude, batch_size: int) -> None:
         users, items = _flatten_exclude(exclude, batch_size)
+        items_in = items
         if items.size and (items.min() < 0 or items.max() >= trie.num_items):
             raise ValueError(
                 f"exclude holds item indices outside [0, {trie.num_items}) (range [{items.min()}, {items.max()}]); "
@@ -69,6 +70,12 @@ class UserExclusions:
         users, items = keys // max(trie.num_items, 1), keys % max(trie.num_items, 1)
         live = trie.active[items]
         users, items = users[live], items[live]
+        if len(keys) < len(items_in) or not live.all():
+            logger.debug(
+                "exclude: %d duplicate and %d removed-item entries ignored",
+                len(items_in) - len(keys),
+                int((~live).sum()),
+            )
         codes = trie.codes[items]  # (E, L)
         self._set(torch.from_numpy(users), torch.from_numpy(trie.paths(codes)), torch.from_numpy(codes))
 

@@ -136,22 +136,15 @@ class CatalogTrie:
     def add_items(self, codes: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
         """Insert items (cold start) and return their new item indices ``int64 (n,)``.
 
-        Raises ``ValueError`` if a code equals another new code or an active item's code. A code that
-        belonged to a removed item is reused: lookups of that code now return the new index.
+        Raises ``ValueError`` if a code equals another new code or an active item's code (the trie then
+        holds no new item; it may have gained unused, empty prefix rows). A code that belonged to a
+        removed item is reused: lookups of that code now return the new index.
         """
         new_codes = self._check_codes(codes)
         n = new_codes.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         last = self.num_levels - 1
-        # duplicates inside the batch
-        _, first, counts = np.unique(new_codes, axis=0, return_index=True, return_counts=True)
-        if (counts > 1).any():
-            dup = new_codes[first[counts > 1][0]].tolist()
-            raise ValueError(
-                f"{int((counts > 1).sum())} full codes occur more than once among the new items (e.g. {dup}); "
-                "every item needs a distinct code - deduplicate with the collision level"
-            )
         nodes = np.zeros(n, dtype=np.int64)  # (n,) node id at the current level
         for t in range(last):
             code = new_codes[:, t]
@@ -169,6 +162,16 @@ class CatalogTrie:
                 nxt[missing] = ids[inverse.reshape(-1)]
             nodes = nxt
         code = new_codes[:, last]
+        # duplicates inside the batch: same last-level node and code (int64 keys, fast to sort)
+        _, first, counts = np.unique(
+            nodes * self.level_sizes[last] + code, return_index=True, return_counts=True
+        )
+        if (counts > 1).any():
+            dup = new_codes[first[counts > 1][0]].tolist()
+            raise ValueError(
+                f"{int((counts > 1).sum())} full codes occur more than once among the new items (e.g. {dup}); "
+                "every item needs a distinct code - deduplicate with the collision level"
+            )
         holder = self._child[last][nodes, code].astype(np.int64)
         taken = holder >= 0
         taken[taken] = self._active[holder[taken]]
@@ -207,7 +210,9 @@ class CatalogTrie:
         """Add ``delta`` to the count of every (node, code) on the paths of ``codes`` (n, L)."""
         nodes = np.zeros(codes.shape[0], dtype=np.int64)
         for t in range(self.num_levels):
-            np.add.at(self._count[t], (nodes, codes[:, t]), delta)
+            keys, repeats = np.unique(nodes * self.level_sizes[t] + codes[:, t], return_counts=True)
+            flat = self._count[t].reshape(-1)  # view: the arrays are C-contiguous
+            flat[keys] += (delta * repeats).astype(np.int32)
             nodes = self._child[t][nodes, codes[:, t]].astype(np.int64)
 
     # ------------------------------------------------------------------ queries (numpy)
