@@ -24,6 +24,7 @@ from sidrec.utils import config_from_args
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "LengthGroupedBatchSampler",
     "RunArgs",
     "latest_state",
     "make_accelerator",
@@ -145,3 +146,47 @@ def prune_states(root: str | os.PathLike, keep: int) -> None:
     states = _states(Path(root))
     for _, path in states[: max(0, len(states) - keep)]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class LengthGroupedBatchSampler:
+    """Shuffled batches of similar-length examples, so padding (and attention cost) stays small.
+
+    Each epoch: a permutation seeded by ``(seed, epoch)``, cut into chunks of ``batch_size * group``
+    examples; each chunk is sorted by length and cut into batches; the batch order is shuffled. Every
+    example appears once per epoch, exactly as with a plain shuffle; only which examples share a batch
+    changes. Deterministic given (seed, epoch), so ``skip_first_batches`` resumes mid-epoch exactly.
+    """
+
+    def __init__(self, *, lengths: Sequence[int], batch_size: int, seed: int, group: int = 50) -> None:
+        import numpy as np
+
+        if batch_size < 1 or group < 1:
+            raise ValueError(f"batch_size and group must be >= 1, got {batch_size}, {group}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.drop_last = False
+        self.seed = seed
+        self.group = group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, chunk = len(self.lengths), self.batch_size * self.group
+        full, rest = divmod(n, chunk)
+        return full * self.group + -(-rest // self.batch_size)
+
+    def __iter__(self):
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        chunk = self.batch_size * self.group
+        batches: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(-self.lengths[part], kind="stable")]
+            batches += [part[i : i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
