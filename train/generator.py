@@ -54,7 +54,8 @@ class GeneratorTrainConfig:
     Optimisation: AdamW(lr, weight_decay), LR warm-up for warmup_steps then inverse square root
     (lr * min(s / w, sqrt(w / s))), batch_size examples per optimiser step (global, split over
     processes) x grad_accum, max_grad_norm clipping (0 = off), mixed_precision no|bf16|fp16.
-    Length: max_steps optimiser steps (0 = no limit) and/or epochs (0 = no limit); one must be set.
+    Length: max_steps optimiser steps (0 = no limit) and/or epochs (0 = no limit); one must be set;
+    max_minutes also stops after that much training time (validation excluded; 0 = no limit).
     Validation: every eval_every steps (0 = only at the end) on the first valid_max_users users (0 = all),
     beam search with beam_size, early stop after patience validations without an NDCG@10 gain (0 = never).
     State: save_every steps (0 = off) into RUN/generator_state/, keep_states newest kept.
@@ -82,6 +83,7 @@ class GeneratorTrainConfig:
     mixed_precision: str = "no"
     max_steps: int = 200000
     epochs: int = 0
+    max_minutes: float = 0.0
     eval_every: int = 5000
     valid_max_users: int = 0
     eval_batch_size: int = 256
@@ -387,6 +389,11 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
                     stop = True
             if cfg.save_every > 0 and progress.step % cfg.save_every == 0:
                 _save_state(accelerator, state_root, progress, cfg.keep_states)
+            if cfg.max_minutes > 0 and not stop:
+                trained = progress.train_seconds + time.perf_counter() - tick
+                if trained >= 60 * cfg.max_minutes:
+                    logger.info("time budget: %.1f min of training reached at step %d", trained / 60, progress.step)
+                    stop = True
             if stop or progress.step >= total:
                 stop = True
                 break
