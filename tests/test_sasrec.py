@@ -105,3 +105,14 @@ def test_training_beats_popularity_on_slice(tiny_run, tmp_path):
     pop = np.argsort(-ds.train_item_counts(), kind="stable")[:20]
     assert ranking_metrics(top, split.targets)["recall@20"] > ranking_metrics(
         np.tile(pop, (len(split), 1)), split.targets)["recall@20"]
+
+
+def test_length_bucket_sampler_covers_every_window_once():
+    from sidrec.train.sasrec import LengthBucketSampler
+
+    lengths = [5, 3, 9, 2, 7, 1, 4, 8, 8, 6]
+    sampler = LengthBucketSampler(lengths=lengths, batch_size=3, seed=1, pool=2)
+    for _ in range(2):  # two epochs, each a permutation
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 4
+        assert sorted(i for b in batches for i in b) == list(range(10))
