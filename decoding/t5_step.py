@@ -84,16 +84,21 @@ class T5IncrementalDecoder:
         neg = torch.finfo(encoder_states.dtype).min
         self._cross_bias = torch.zeros(keep.shape, dtype=encoder_states.dtype, device=encoder_states.device)
         self._cross_bias.masked_fill_(~keep, neg)
-        self._self_k: list[torch.Tensor] | None = None  # per block (R, H, L, d_kv)
-        self._self_v: list[torch.Tensor] | None = None
+        # per block: self-attention keys and values of every position, (L, R, 2, H, d_kv)
+        self._self_kv: list[torch.Tensor] | None = None
         self._position = 0
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep/duplicate self-attention cache rows: new row r continues old row ``rows[r]`` (R_new,)."""
-        if self._self_k is None:
+        if self._self_kv is None:
             raise ValueError("reorder() called before the first step(); nothing to reorder")
-        self._self_k = [k.index_select(0, rows) for k in self._self_k]
-        self._self_v = [v.index_select(0, rows) for v in self._self_v]
+        filled = self._position  # only positions 0..filled-1 hold data: copy just those
+        reordered = []
+        for cache in self._self_kv:
+            new = cache.new_empty((cache.shape[0], rows.numel(), *cache.shape[2:]))
+            torch.index_select(cache[:filled], 1, rows, out=new[:filled])
+            reordered.append(new)
+        self._self_kv = reordered
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam and return the decoder output at this position.
@@ -113,14 +118,12 @@ class T5IncrementalDecoder:
             raise ValueError(f"tokens has {rows} rows, not a multiple of the batch size {self._batch}")
         beams = rows // self._batch
         heads, d_kv = self._heads, self._d_kv
-        if self._self_k is None:
-            shape = (rows, heads, self._max_length, d_kv)
-            ref = self._cross_k[0]
-            self._self_k = [ref.new_zeros(shape) for _ in self._blocks]
-            self._self_v = [ref.new_zeros(shape) for _ in self._blocks]
-        elif self._self_k[0].shape[0] != rows:
+        if self._self_kv is None:
+            shape = (self._max_length, rows, 2, heads, d_kv)
+            self._self_kv = [self._cross_k[0].new_empty(shape) for _ in self._blocks]
+        elif self._self_kv[0].shape[1] != rows:
             raise ValueError(
-                f"tokens has {rows} rows but the cache holds {self._self_k[0].shape[0]}; reorder first"
+                f"tokens has {rows} rows but the cache holds {self._self_kv[0].shape[1]}; reorder first"
             )
         bias = self._position_bias[:, t, : t + 1]  # (H, t+1)
         dim = (self._embed.weight.shape[1],)
@@ -133,13 +136,12 @@ class T5IncrementalDecoder:
             normed = F.rms_norm(hidden, dim, layer.layer_norm.weight, eps)
             qkv = F.linear(normed, self._self_qkv[i]).view(rows, 3, heads, d_kv)  # (R, 3, H, dk)
             q = qkv[:, 0]  # (R, H, dk)
-            self._self_k[i][:, :, t] = qkv[:, 1]
-            self._self_v[i][:, :, t] = qkv[:, 2]
-            keys = self._self_k[i][:, :, : t + 1]  # (R, H, t+1, dk)
-            values = self._self_v[i][:, :, : t + 1]
-            scores = torch.einsum("rhd,rhsd->rhs", q, keys) + bias  # (R, H, t+1)
-            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-            context = torch.einsum("rhs,rhsd->rhd", weights, values).reshape(rows, heads * d_kv)
+            self._self_kv[i][t] = qkv[:, 1:]
+            past = self._self_kv[i][: t + 1]  # (t+1, R, 2, H, dk)
+            # at most L keys per query: elementwise products beat R*H tiny matmuls
+            scores = (past[:, :, 0] * q).sum(-1) + bias.T[:, None, :]  # (t+1, R, H)
+            weights = torch.softmax(scores.float(), dim=0).to(q.dtype)
+            context = (weights[..., None] * past[:, :, 1]).sum(0).reshape(rows, heads * d_kv)  # (R, H*dk)
             hidden = hidden + attn.o(context)
             # cross-attention: the K beams of a user are K queries against the user's encoder states
             layer = block.layer[1]
