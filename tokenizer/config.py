@@ -64,7 +64,7 @@ class TokenizerConfig:
     fsq_hidden_dims: list[int] = field(default_factory=lambda: [512, 256])
     fsq_epochs: int = 40
     fsq_batch_size: int = 1024
-    fsq_lr: float = 1e-3
+    fsq_lr: float = 3e-3
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work, naming the fix."""

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# sigmoid(s * z) of a standardised z is close to uniform on (0, 1) for s ~ pi / sqrt(3) (the logistic
+# distribution's std), so the q rounding bins are visited about equally often
+_SPREAD = 1.8
+
+
 class FSQModule(nn.Module):
     """Encoder to ``L * g`` bounded scalars, rounding, decoder."""
 
@@ -42,7 +47,7 @@ class FSQModule(nn.Module):
 
     def bounded(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, D)`` -> continuous digits in ``[0, q-1]`` of shape ``(B, L*g)``."""
-        return torch.sigmoid(self.norm(self.encoder(x))) * (self.q - 1)
+        return torch.sigmoid(self.norm(self.encoder(x)) * _SPREAD) * (self.q - 1)
 
     def digits_to_latent(self, digits: torch.Tensor) -> torch.Tensor:
         """Digits ``(B, L*g)`` (float) -> decoder input in ``[-1, 1]``."""
@@ -69,7 +74,7 @@ class FSQ(Quantizer):
 
     def __init__(self, *, num_levels: int = 3, q: int = 4, dims_per_token: int = 4,
                  hidden_dims: list[int] | None = None, epochs: int = 40, batch_size: int = 1024,
-                 lr: float = 1e-3, seed: int = 0) -> None:
+                 lr: float = 3e-3, seed: int = 0) -> None:
         super().__init__(num_levels=num_levels, q=q, dims_per_token=dims_per_token,
                          hidden_dims=list(hidden_dims or [512, 256]), epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=seed)
