@@ -22,9 +22,9 @@ from sidrec.tokenizer.stats import mean_cosine
 from sidrec.utils import load_config
 
 METHODS = ["rqkmeans", "rqvae", "fsq"]
-# reconstruction cosine on the 600-item slice with small_config: measured 0.77 / 0.56 / 0.59 (tiny
+# reconstruction cosine on the 600-item slice with small_config: measured 0.77 / 0.65 / 0.59 (tiny
 # models, 20 epochs); the bound sits below so that a broken decoder (cosine ~0.1 or less) fails.
-MIN_RECON_COSINE = {"rqkmeans": 0.7, "rqvae": 0.5, "fsq": 0.5}
+MIN_RECON_COSINE = {"rqkmeans": 0.7, "rqvae": 0.55, "fsq": 0.5}
 
 
 @pytest.fixture(scope="module")
