@@ -5,6 +5,12 @@ straight-through estimator from the decoder to the encoder. Codebooks start from
 (faiss) on the latents of the first (seeded) batch. Dead-code handling: every few epochs the whole
 catalog is encoded and codes nobody uses are re-seeded with residuals of items from the most crowded
 codes, so no level collapses and crowded prefixes get split.
+
+Two additions to TIGER's recipe keep the codebooks alive from the first step (measured on Beauty:
+without them most codes empty after one epoch): the input embeddings are standardised per dim
+(catalog mean/std, stored with the model) and the latent passes a BatchNorm without affine
+parameters, whose statistics are set to the exact catalog statistics at the end of the fit.
+Losses are mean squared errors over dims (reconstruction in the standardised space).
 """
 
 from __future__ import annotations
