@@ -6,8 +6,8 @@ straight-through estimator from the decoder to the encoder. Codebooks start from
 catalog is encoded and codes nobody uses are re-seeded with residuals of items from the most crowded
 codes, so no level collapses and crowded prefixes get split.
 
-Two additions to TIGER's recipe keep the codebooks alive from the first step (measured on Beauty:
-without them most codes empty after one epoch): the input embeddings are standardised per dim
+Two additions to TIGER's recipe keep the codebooks alive from the first step (measured on a 600-item
+Beauty slice: without them one optimiser step left 1-2 of 16 codes in use): the input embeddings are standardised per dim
 (catalog mean/std, stored with the model) and the latent passes a BatchNorm without affine
 parameters, whose statistics are set to the exact catalog statistics at the end of the fit.
 Losses are mean squared errors over dims (reconstruction in the standardised space).
