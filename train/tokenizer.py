@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = config_from_args(TokenizerConfig, args.config, rest)
     tok = fit_run_tokenizer(args.run, config)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
     s = tok.stats
     print(f"method={s['method']} items={s['num_items']} unique_before_collision={s['unique_before_collision']:.4f} "
           f"max_collision_group={s['max_collision_group']} level_usage={[round(u, 3) for u in s['level_usage']]} "
