@@ -65,3 +65,24 @@ def tiny_run(tmp_path_factory, beauty_slice) -> Path:
     dataset, _ = prepare(load_raw(str(beauty_slice)))
     dataset.save(run)
     return run
+
+
+TOKENIZER_ARGS = ["--config", "tokenizer/rqkmeans", "--codebook-size", "16", "--kmeans-niter", "5"]
+GENERATOR_ARGS = ["--config", "generator/cpu-small", "--d-model", "32", "--num-layers", "1",
+                  "--num-decoder-layers", "1", "--num-heads", "2", "--d-kv", "16", "--d-ff", "64",
+                  "--max-steps", "4", "--warmup-steps", "2", "--batch-size", "32", "--eval-every", "0",
+                  "--valid-max-users", "16", "--save-every", "0", "--user-buckets", "0"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """prepare -> tokenize -> train on 30 Beauty users through the CLI, as a user would (a tiny model)."""
+    from sidrec.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("trained")
+    data = write_slice(shared("amazon2014_beauty"), root / "data", 30)
+    run = root / "run"
+    assert cli_main(["prepare", "--dataset", str(data), "--out", str(run)]) == 0
+    assert cli_main(["tokenize", "--run", str(run), *TOKENIZER_ARGS]) == 0
+    assert cli_main(["train", "--run", str(run), *GENERATOR_ARGS]) == 0
+    return run

@@ -5,38 +5,19 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import shared, write_slice
 
 import sidrec
 from sidrec.cli import main as cli_main
 from sidrec.data import PreparedDataset
 
-TOKENIZER_ARGS = ["--config", "tokenizer/rqkmeans", "--codebook-size", "16", "--kmeans-niter", "5"]
-GENERATOR_ARGS = ["--config", "generator/cpu-small", "--d-model", "32", "--num-layers", "1",
-                  "--num-decoder-layers", "1", "--num-heads", "2", "--d-kv", "16", "--d-ff", "64",
-                  "--max-steps", "4", "--warmup-steps", "2", "--batch-size", "32", "--eval-every", "0",
-                  "--valid-max-users", "16", "--save-every", "0", "--user-buckets", "0"]
-
-
-@pytest.fixture(scope="module")
-def api_run(tmp_path_factory):
-    """prepare -> tokenize -> train on 30 Beauty users, through the CLI as a user would."""
-    root = tmp_path_factory.mktemp("api")
-    data = write_slice(shared("amazon2014_beauty"), root / "data", 30)
-    run = root / "run"
-    assert cli_main(["prepare", "--dataset", str(data), "--out", str(run)]) == 0
-    assert cli_main(["tokenize", "--run", str(run), *TOKENIZER_ARGS]) == 0
-    assert cli_main(["train", "--run", str(run), *GENERATOR_ARGS]) == 0
-    return run
-
 
 @pytest.fixture()
-def rec(api_run):
-    return sidrec.Recommender.from_pretrained(api_run)
+def rec(trained_run):
+    return sidrec.Recommender.from_pretrained(trained_run)
 
 
-def test_recommend_one_and_many(rec, api_run):
-    dataset = PreparedDataset.load(api_run)
+def test_recommend_one_and_many(rec, trained_run):
+    dataset = PreparedDataset.load(trained_run)
     history = [dataset.item_ids[i] for i in dataset.sequences[0][:3]]
     one = rec.recommend(history, k=5)
     assert len(one) == 5 and all(isinstance(r, sidrec.api.Recommendation) for r in one)
@@ -50,8 +31,8 @@ def test_recommend_one_and_many(rec, api_run):
     assert [r.item_id for r in many[0]] == [r.item_id for r in one[:3]]  # batching does not change results
 
 
-def test_exclude_seen_false_can_return_history(rec, api_run):
-    dataset = PreparedDataset.load(api_run)
+def test_exclude_seen_false_can_return_history(rec, trained_run):
+    dataset = PreparedDataset.load(trained_run)
     everything = list(dataset.item_ids)
     # with every item in the history, excluding the seen ones leaves nothing to recommend
     assert rec.recommend(everything, k=3) == []
@@ -99,16 +80,16 @@ def test_save_reload_without_training_data(rec, tmp_path):
     assert again.num_items == rec.num_items
 
 
-def test_missing_parts_are_explained(tmp_path, api_run):
-    shutil.copytree(api_run / "tokenizer", tmp_path / "tokenizer")
+def test_missing_parts_are_explained(tmp_path, trained_run):
+    shutil.copytree(trained_run / "tokenizer", tmp_path / "tokenizer")
     with pytest.raises(ValueError, match="generator is missing"):
         sidrec.Recommender.from_pretrained(tmp_path)
 
 
-def test_cli_recommend(api_run, capsys):
-    rec = sidrec.Recommender.from_pretrained(api_run)
+def test_cli_recommend(trained_run, capsys):
+    rec = sidrec.Recommender.from_pretrained(trained_run)
     ids = rec.tokenizer.item_ids[:2]
-    assert cli_main(["recommend", "--run", str(api_run), "--history", ",".join(ids), "-k", "4"]) == 0
+    assert cli_main(["recommend", "--run", str(trained_run), "--history", ",".join(ids), "-k", "4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:3] == ["rank", "item_id", "score"] and len(lines) == 5
-    assert cli_main(["recommend", "--run", str(api_run), "--history", "nope"]) == 1  # a clear error, exit 1
+    assert cli_main(["recommend", "--run", str(trained_run), "--history", "nope"]) == 1  # a clear error, exit 1
