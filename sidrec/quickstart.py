@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s for s in args.skip.split(",") if s}
     if skip - set(STAGES):
         raise ValueError(f"unknown stage(s) in --skip: {sorted(skip - set(STAGES))}; stages: {', '.join(STAGES)}")
+    baselines = "popularity,knn" + ("" if "sasrec" in skip else ",sasrec")
     plan = {
         "prepare": (_prepare, run, args.dataset),
         "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config]),
         "generator": (generator.main, ["--run", str(run), "--config", args.generator_config]),
         "sasrec": (sasrec.main, ["--run", str(run)]),
-        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", "popularity,knn,sasrec"]),
+        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines]),
         "samples": (_samples, run, args.samples),
     }
     seconds = {name: _stage(name, fn, *fn_args) for name, (fn, *fn_args) in plan.items() if name not in skip}
