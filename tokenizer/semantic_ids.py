@@ -149,7 +149,10 @@ class SemanticIdTokenizer:
         ``new_items``: dicts with ``item_id`` plus metadata fields (rendered with the fitted template,
         ``sidrec.data.render_item_text``) or ``(item_id, text)`` pairs with the text already rendered.
         They are embedded with the fitted model, encoded with the fitted quantizer, and their collisions
-        are resolved against the existing table; existing IDs never change.
+        are resolved against the existing table; existing IDs never change. With ``collision_strategy
+        = "reassign"`` a new item first tries its next-best free last-level codes. ``stats`` describe the
+        fit and are not recomputed. ``ValueError`` (and no change) for an existing or repeated item_id,
+        or when a group would outgrow the collision level.
         """
         ids, texts = self._parse_new_items(new_items)
         if not ids:
