@@ -178,6 +178,7 @@ def constrained_beam_search(
     exclude: Exclude = None,
     level_offsets: Sequence[int] | None = None,
     chunk_users: int | None = 32,
+    num_threads: int | None = None,
 ) -> BeamSearchResult:
     """Top-k catalog items per user by trie-constrained beam search.
 
@@ -200,6 +201,10 @@ def constrained_beam_search(
             cropped to its own longest input, so short histories do not pay for the batch's longest
             one (the encoder and cross-attention cost is linear in the padded length). Results do not
             depend on it; None = one chunk.
+        num_threads: torch CPU threads for this call (restored afterwards); None = leave as is. On an
+            oversubscribed CPU (more busy threads than cores) use 1: the search runs hundreds of small
+            ops per chunk and each multi-threaded op can wait a scheduler slice for its second thread
+            (measured here: 2 threads ~7x slower than 1 on a loaded 2-core machine).
 
     Returns:
         ``BeamSearchResult`` with ``items``/``scores`` ``(B, k)`` sorted by descending score.
@@ -213,6 +218,8 @@ def constrained_beam_search(
         )
     if chunk_users is not None and chunk_users < 1:
         raise ValueError(f"chunk_users must be >= 1 or None, got {chunk_users}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
     offsets = _resolve_level_offsets(model, trie, level_offsets)
     batch, levels = input_ids.shape[0], trie.num_levels
     exclusions = UserExclusions(trie=trie, exclude=exclude, batch_size=batch) if exclude is not None else None
@@ -227,6 +234,9 @@ def constrained_beam_search(
     was_training = model.training
     if was_training:  # eval() walks every module: skip it when already in eval mode
         model.eval()
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     try:
         for first in range(0, batch, size):
             users = order[first : first + size]  # (b,) CPU
@@ -247,6 +257,8 @@ def constrained_beam_search(
     finally:
         if was_training:
             model.train()
+        if num_threads is not None:
+            torch.set_num_threads(threads_before)
     return BeamSearchResult(items=items, scores=scores, codes=codes)
 
 

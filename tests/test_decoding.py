@@ -214,12 +214,16 @@ def test_chunking_by_length_does_not_change_results() -> None:
     assert_valid(whole, trie, exclude)
 
 
-def test_model_training_mode_is_restored() -> None:
+def test_model_training_mode_and_threads_are_restored() -> None:
     model = make_model(SIZES, seed=23).train()
     trie = CatalogTrie(codes=random_catalog(10, seed=23), level_sizes=SIZES)
     ids, mask = random_inputs(1, model.config.vocab_size, seed=23)
-    constrained_beam_search(model, trie, ids, mask, beam_size=2, k=1, level_offsets=OFFSETS)
-    assert model.training
+    threads = torch.get_num_threads()
+    kw = {"beam_size": 2, "k": 1, "level_offsets": OFFSETS}
+    one = constrained_beam_search(model, trie, ids, mask, num_threads=1, **kw)
+    assert model.training and torch.get_num_threads() == threads
+    default = constrained_beam_search(model, trie, ids, mask, **kw)
+    assert torch.equal(one.items, default.items)
 
 
 @pytest.mark.parametrize(
@@ -233,6 +237,7 @@ def test_model_training_mode_is_restored() -> None:
         ({"beam_size": 2, "k": 1, "level_offsets": [2, 6, 100]}, "outside the model's vocabulary"),
         ({"beam_size": 2, "k": 1, "level_offsets": None}, "level_offsets"),
         ({"beam_size": 2, "k": 1, "chunk_users": 0}, "chunk_users"),
+        ({"beam_size": 2, "k": 1, "num_threads": 0}, "num_threads"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
