@@ -100,3 +100,16 @@ def test_generator_scorer_on_tiny_model():
     top = scorer.recommend(histories, 20)
     for row, hist in zip(top, histories, strict=True):
         assert not set(row.tolist()) & set(hist)
+
+
+def test_sample_users_is_seeded_and_ordered(tiny_run):
+    from sidrec.data import PreparedDataset
+    from sidrec.eval.evaluate import sample_users
+
+    split = PreparedDataset.load(tiny_run).eval_split("test")
+    a, b = sample_users(split, 50, seed=1), sample_users(split, 50, seed=1)
+    assert a.user_index.tolist() == b.user_index.tolist()
+    assert len(a) == 50 and (np.diff(a.user_index) > 0).all()
+    assert a.user_index.tolist() != sample_users(split, 50, seed=2).user_index.tolist()
+    assert a.histories[0] == split.histories[a.user_index[0]]
+    assert sample_users(split, None) is split
