@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ TINY = [
     "--d-model", "32", "--num-layers", "1", "--num-decoder-layers", "1", "--num-heads", "2", "--d-kv", "16",
     "--d-ff", "64", "--max-items", "5", "--user-buckets", "16", "--batch-size", "32", "--lr", "0.005",
     "--warmup-steps", "4", "--beam-size", "10", "--log-every", "2", "--valid-max-users", "40",
-    "--eval-batch-size", "16",
+    "--eval-batch-size", "16", "--dropout", "0.1",
 ]
 
 
@@ -136,6 +137,12 @@ def test_resume_without_state_is_an_error(gen_run, tmp_path):
         main(["--run", str(run), *TINY, "--max-steps", "2", "--resume"])
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
     """2 CPU processes (gloo): both ranks end with identical weights; gathered metrics = 1-process eval."""
     from sidrec.data import PreparedDataset
@@ -147,27 +154,28 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
     run = _fresh(gen_run, tmp_path, "ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "sidrec.train.generator", "--run", str(run), *TINY,
-           "--max-steps", "20", "--eval-every", "20", "--save-every", "20", "--valid-max-users", "101", "--lr", "0.02"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
+           "--max-steps", "40", "--eval-every", "40", "--save-every", "40", "--valid-max-users", "299", "--lr", "0.02"]
+    # a timeout: a rank stuck in a collective must fail the test, not hang CI
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = json.loads((run / "generator" / "training.json").read_text())
-    assert log["processes"] == 2 and log["best_step"] == 20
+    assert log["processes"] == 2 and log["best_step"] == 40
     # each rank hashed the bytes of its own final weights; the trainer gathered the hashes
     digests = log["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
-    # the gathered validation metrics (101 users: uneven shards, padding dropped) = one process on the saved model
+    # the gathered validation metrics (299 users: uneven shards, padding dropped) = one process on the saved model
     dataset = PreparedDataset.load(run)
     codes, sizes = load_item_codes(run, dataset.item_ids)
     model = SemanticIdGenerator.from_pretrained(run / "generator")
-    split = dataset.eval_split("valid").subset(101)
+    split = dataset.eval_split("valid").subset(299)
     topk = evaluate_generator(model, trie=CatalogTrie(codes=codes, level_sizes=sizes), item_codes=codes,
                               histories=split.histories, user_ids=[dataset.user_ids[u] for u in split.user_index],
                               beam_size=10)
     single = ranking_metrics(topk, split.targets, ks=(1, 5, 10))
     gathered = log["history"][-1]
-    assert gathered["users"] == 101 and single["recall@10"] > 0  # a comparison of non-trivial numbers
+    assert gathered["users"] == 299 and single["recall@10"] > 0  # a comparison of non-trivial numbers
     for key in ("recall@10", "ndcg@10", "recall@1"):
         assert gathered[key] == pytest.approx(single[key], abs=1e-5), key
 
@@ -191,3 +199,11 @@ def test_length_grouped_sampler_covers_each_example_once_per_epoch():
     # grouping: the mean within-batch length spread is far below that of random batches
     spread = np.mean([np.ptp(lengths[b]) for b in epochs[0]])
     assert spread < 8 < np.mean([np.ptp(lengths[b]) for b in np.array_split(np.arange(1000), 32)])
+
+
+def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
+    from sidrec.train.generator import inverse_sqrt_lambda
+
+    f = inverse_sqrt_lambda(100)
+    assert f(0) == pytest.approx(0.01) and f(49) == pytest.approx(0.5) and f(99) == pytest.approx(1.0)
+    assert f(399) == pytest.approx(0.5) and f(9999) == pytest.approx(0.1)  # sqrt(100 / step)

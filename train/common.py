@@ -123,6 +123,20 @@ def make_accelerator(
     return accelerator
 
 
+def finish(accelerator) -> None:
+    """End a run on every process: flush trackers, then tear down the process group together.
+
+    Left to garbage collection, a gloo process group can hang in its destructor once the peer
+    process has exited (seen with 2 CPU processes), so all ranks leave it at the same point.
+    """
+    import torch.distributed as dist
+
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def state_dir_name(step: int) -> str:
     """Folder name of the state saved after optimiser step ``step``."""
     return f"step-{step:08d}"

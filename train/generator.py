@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from sidrec.train.common import (
     LengthGroupedBatchSampler,
+    finish,
     latest_state,
     make_accelerator,
     parse_run_args,
@@ -414,7 +415,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
     if accelerator.is_main_process:
         atomic_write_json(run / MODEL_DIR / LOG_FILE, log)
         logger.info("best valid ndcg@10 %.4f at step %d -> %s", progress.best_ndcg, progress.best_step, run / MODEL_DIR)
-    accelerator.end_training()
+    finish(accelerator)
     return log
 
 
