@@ -42,6 +42,19 @@ class EvalSplit:
             return self
         return EvalSplit(self.histories[:n], self.targets[:n], self.user_index[:n])
 
+    def sample(self, n: int | None, *, seed: int = 0) -> EvalSplit:
+        """A seeded random ``n`` users, kept in their original order (all when ``n`` is None or >= len).
+
+        Random, not the first ``n``: user order in benchmark files is not random (on Beauty the first
+        3,000 users score about half the average NDCG@10), so a prefix is a biased sample.
+        """
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ValueError(f"cannot sample {n} users; ask for at least 1 (or None for all)")
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return EvalSplit([self.histories[i] for i in idx], self.targets[idx], self.user_index[idx])
+
 
 @dataclass
 class PreparedDataset:

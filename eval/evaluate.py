@@ -81,19 +81,10 @@ def score_model(
 
 
 def sample_users(data, max_users: int | None, *, seed: int = 0):
-    """A seeded random subset of ``max_users`` users (in their original order), or all of them.
-
-    Random, not the first N: user order in benchmark files is not random (on Beauty the first
-    3,000 users score about half the average NDCG@10), so a prefix would be a biased sample.
-    """
-    from sidrec.data.dataset import EvalSplit
-
-    if max_users is None or max_users >= len(data):
-        return data
-    if max_users < 1:
+    """A seeded random subset of ``max_users`` users (in their original order), or all of them."""
+    if max_users is not None and max_users < 1:
         raise ValueError(f"--max-users must be >= 1, got {max_users}")
-    idx = np.sort(np.random.default_rng(seed).choice(len(data), size=max_users, replace=False))
-    return EvalSplit([data.histories[i] for i in idx], data.targets[idx], data.user_index[idx])
+    return data.sample(max_users, seed=seed)
 
 
 def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bool, explicit: bool) -> list:

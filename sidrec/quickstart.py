@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="beauty", help="bundled name or dataset folder (default beauty)")
     p.add_argument("--tokenizer-config", default="tokenizer/rqvae", help="tokenizer preset or YAML")
     p.add_argument("--generator-config", default="generator/cpu-small", help="generator preset or YAML")
+    p.add_argument("--generator-minutes", type=float, default=15.0,
+                   help="generator training budget in minutes (validation excluded; default 15)")
+    p.add_argument("--sasrec-minutes", type=float, default=3.0,
+                   help="SASRec training budget in minutes (stops after the epoch that crosses it; default 3)")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip (of {', '.join(STAGES)})")
     p.add_argument("--samples", type=int, default=3, help="users to show sample recommendations for")
     args = p.parse_args(argv)
@@ -102,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = {
         "prepare": (_prepare, run, args.dataset),
         "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config]),
-        "generator": (generator.main, ["--run", str(run), "--config", args.generator_config]),
-        "sasrec": (sasrec.main, ["--run", str(run)]),
+        "generator": (generator.main, ["--run", str(run), "--config", args.generator_config,
+                                       "--max-minutes", str(args.generator_minutes)]),
+        "sasrec": (sasrec.main, ["--run", str(run), "--max-minutes", str(args.sasrec_minutes)]),
         "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines]),
         "samples": (_samples, run, args.samples),
     }

@@ -107,14 +107,3 @@ def test_training_learns_on_slice(tiny_run, tmp_path):
     r_trained = ranking_metrics(trained, split.targets)["recall@20"]
     assert r_trained > 2 * ranking_metrics(untrained, split.targets)["recall@20"]
     assert r_trained > 3 * 20 / ds.num_items
-
-
-def test_length_bucket_sampler_covers_every_window_once():
-    from sidrec.train.sasrec import LengthBucketSampler
-
-    lengths = [5, 3, 9, 2, 7, 1, 4, 8, 8, 6]
-    sampler = LengthBucketSampler(lengths=lengths, batch_size=3, seed=1, pool=2)
-    for _ in range(2):  # two epochs, each a permutation
-        batches = list(sampler)
-        assert len(batches) == len(sampler) == 4
-        assert sorted(i for b in batches for i in b) == list(range(10))

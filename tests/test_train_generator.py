@@ -169,7 +169,7 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
     dataset = PreparedDataset.load(run)
     codes, sizes = load_item_codes(run, dataset.item_ids)
     model = SemanticIdGenerator.from_pretrained(run / "generator")
-    split = dataset.eval_split("valid").subset(299)
+    split = dataset.eval_split("valid").sample(299, seed=0)
     topk = evaluate_generator(model, trie=CatalogTrie(codes=codes, level_sizes=sizes), item_codes=codes,
                               histories=split.histories, user_ids=[dataset.user_ids[u] for u in split.user_index],
                               beam_size=10)

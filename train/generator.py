@@ -57,7 +57,7 @@ class GeneratorTrainConfig:
     processes) x grad_accum, max_grad_norm clipping (0 = off), mixed_precision no|bf16|fp16.
     Length: max_steps optimiser steps (0 = no limit) and/or epochs (0 = no limit); one must be set;
     max_minutes also stops after that much training time (validation excluded; 0 = no limit).
-    Validation: every eval_every steps (0 = only at the end) on the first valid_max_users users (0 = all),
+    Validation: every eval_every steps (0 = only at the end) on a fixed random valid_max_users users (0 = all),
     beam search with beam_size, early stop after patience validations without an NDCG@10 gain (0 = never).
     State: save_every steps (0 = off) into RUN/generator_state/, keep_states newest kept.
     group_by_length: batch examples of similar history length (less padding: several times faster on
@@ -286,7 +286,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
         examples = load_or_build_examples(
             run, dataset.train_sequences(), fingerprint=dataset.fingerprint(), max_items=cfg.max_items
         )
-    split = dataset.eval_split("valid").subset(cfg.valid_max_users or None)
+    split = dataset.eval_split("valid").sample(cfg.valid_max_users or None, seed=0)
     trie = CatalogTrie(codes=item_codes, level_sizes=level_sizes)
 
     model = SemanticIdGenerator(build_t5_config(

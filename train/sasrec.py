@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -25,6 +24,7 @@ from sidrec.data import PreparedDataset
 from sidrec.eval.baselines.sasrec import SasrecScorer
 from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
+from sidrec.train.common import LengthGroupedBatchSampler, finish, make_accelerator
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class SasrecTrainConfig:
     Optimisation: Adam(lr, betas=(0.9, 0.98), weight_decay), batch_size sequences per step.
     epochs: upper bound; patience: epochs without a valid NDCG@10 gain before stopping.
     max_steps: stop after this many optimiser steps (0 = no limit; for smoke tests).
-    valid_max_users: evaluate on the first N valid users only (0 = all).
+    valid_max_users: evaluate on a fixed random N valid users (0 = all).
     num_threads: torch CPU threads (0 = torch's default; 1 is much faster on an oversubscribed CPU).
     max_minutes: stop after the first epoch that ends past this wall-clock budget (0 = no limit).
     The best epoch so far is saved whenever valid NDCG@10 improves, so an interrupted run keeps it.
@@ -85,34 +85,6 @@ def training_windows(sequences: list[list[int]], max_len: int) -> list[list[int]
     return windows
 
 
-class LengthBucketSampler:
-    """Batches of similar-length windows, in random order (less padding in the attention blocks).
-
-    Each epoch: shuffle, cut into pools of ``pool`` batches, sort each pool by length, slice it
-    into batches, shuffle the batches. The output layer only sees real positions either way.
-    """
-
-    def __init__(self, *, lengths: list[int], batch_size: int, seed: int = 0, pool: int = 50) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.pool = pool
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self):
-        order = self.rng.permutation(len(self.lengths))
-        size = self.batch_size * self.pool
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        for b in self.rng.permutation(len(batches)):
-            yield batches[b]
-
-
 def collate_windows(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded inputs ``(B, L)`` (tokens = index + 1) and labels ``(B, L)`` (-100 = none)."""
     width = max(len(w) for w in batch) - 1
@@ -127,7 +99,7 @@ def collate_windows(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]
 
 def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConfig) -> dict[str, float]:
     """Valid-split ranking metrics (full catalog, history not excluded)."""
-    split = dataset.eval_split("valid").subset(cfg.valid_max_users or None)
+    split = dataset.eval_split("valid").sample(cfg.valid_max_users or None, seed=0)
     # score on the device the model trains on (the scorer would otherwise move it)
     scorer = SasrecScorer(model=model, batch_size=cfg.eval_batch_size, device=next(model.parameters()).device)
     topk = scorer.recommend(split.histories, 20)
@@ -136,18 +108,14 @@ def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConf
 
 def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
     """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log."""
-    from accelerate import Accelerator
-
     cfg.validate()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    accelerator = Accelerator()
+    accelerator = make_accelerator(seed=cfg.seed)
     windows = training_windows(dataset.train_sequences(), cfg.max_len)
     if not windows:
         raise ValueError("no training sequence has 2+ items; prepare the dataset with longer sequences")
-    sampler = LengthBucketSampler(lengths=[len(w) for w in windows], batch_size=cfg.batch_size, seed=cfg.seed)
+    sampler = LengthGroupedBatchSampler(lengths=[len(w) for w in windows], batch_size=cfg.batch_size, seed=cfg.seed)
     loader = DataLoader(windows, batch_sampler=sampler, collate_fn=collate_windows)
     model = SASRec(config=cfg.model_config(dataset.num_items))
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
@@ -161,6 +129,7 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
     best, best_epoch, step = -1.0, -1, 0
     t0 = time.time()
     for epoch in range(cfg.epochs):
+        sampler.set_epoch(epoch)
         model.train()
         total, n = 0.0, 0
         for inputs, labels in loader:
@@ -192,7 +161,7 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
             break
     if accelerator.is_main_process:
         logger.info("best epoch %d (valid ndcg@10 %.4f) saved in %s", best_epoch, best, out_dir)
-    accelerator.wait_for_everyone()
+    finish(accelerator)
     return log
 
 
