@@ -24,7 +24,7 @@ import numpy as np
 from sidrec.eval.metrics import DEFAULT_KS, catalog_metrics, per_user_metrics, target_ranks
 from sidrec.eval.report import write_report
 from sidrec.eval.slices import bootstrap_ci, standard_slices
-from sidrec.utils import atomic_write_json
+from sidrec.utils import atomic_write_json, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")
     p.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     baselines = None
     if args.baselines is not None:
         baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]

@@ -19,11 +19,9 @@ logger = logging.getLogger("sidrec")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from sidrec.utils import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 def format_stats(stats: dict) -> str:

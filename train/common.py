@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sidrec.utils import config_from_args
+from sidrec.utils import config_from_args, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,7 @@ def setup_logging(accelerator: Any | None = None, level: int = logging.INFO) -> 
     """INFO logs on the main process, warnings only elsewhere; one line format for all stages."""
     main = accelerator is None or accelerator.is_main_process
     rank = "" if accelerator is None or accelerator.num_processes == 1 else f"[rank {accelerator.process_index}] "
-    logging.basicConfig(
-        level=level if main else logging.WARNING,
-        format=f"%(asctime)s {rank}%(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
-    for noisy in ("datasets", "transformers", "accelerate", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(level if main else logging.WARNING, prefix=rank, force=True)
 
 
 def make_accelerator(

@@ -25,7 +25,7 @@ from sidrec.eval.baselines.sasrec import SasrecScorer
 from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
 from sidrec.train.common import LengthGroupedBatchSampler, finish, make_accelerator
-from sidrec.utils import atomic_write_json, config_from_args, config_to_dict
+from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="run folder holding dataset/ (from `sidrec prepare`)")
     parser.add_argument("--config", default="baselines/sasrec", help="preset name or YAML path")
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     cfg = config_from_args(SasrecTrainConfig, args.config, rest)
     dataset = PreparedDataset.load(args.run)
     out = Path(args.run) / "baselines" / "sasrec"

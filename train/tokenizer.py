@@ -18,7 +18,7 @@ import torch
 
 from sidrec.data import PreparedDataset
 from sidrec.tokenizer import SemanticIdTokenizer, TokenizerConfig, embed_texts
-from sidrec.utils import atomic_dir, config_from_args
+from sidrec.utils import atomic_dir, config_from_args, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="tokenizer/rqvae", help="preset name (tokenizer/rqvae, "
                         "tokenizer/rqkmeans, tokenizer/fsq) or YAML path")
     args, rest = parser.parse_known_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     config = config_from_args(TokenizerConfig, args.config, rest)
     tok = fit_run_tokenizer(args.run, config)
     from accelerate import PartialState

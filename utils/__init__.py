@@ -8,6 +8,7 @@ from sidrec.utils.config import (
     resolve_config_path,
 )
 from sidrec.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from sidrec.utils.logs import configure_logging
 
 __all__ = [
     "atomic_dir",
@@ -16,6 +17,7 @@ __all__ = [
     "atomic_write_text",
     "config_from_args",
     "config_to_dict",
+    "configure_logging",
     "parse_overrides",
     "load_config",
     "resolve_config_path",
