@@ -121,7 +121,7 @@ def plot_recall_at_k(result: dict[str, Any], path: str | os.PathLike) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.info("matplotlib is not installed; skipping the Recall@K plot (pip install 'sidrec[plot]')")
+        logger.info("matplotlib is not installed; skipping the Recall@K plot (pip install matplotlib)")
         return False
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, m in _models(result):
