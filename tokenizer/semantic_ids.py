@@ -34,6 +34,7 @@ from sidrec.tokenizer.config import TokenizerConfig
 from sidrec.tokenizer.embeddings import check_embeddings, embed_texts
 from sidrec.tokenizer.stats import mean_cosine, tokenizer_stats
 from sidrec.utils import atomic_write_json, atomic_write_text, config_to_dict, load_config
+from sidrec.utils.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +110,16 @@ class SemanticIdTokenizer:
         if len(emb) == 0:
             raise ValueError("no items to tokenize; the catalog is empty")
         quantizer = build_quantizer(config)
-        t0 = time.perf_counter()
-        info = quantizer.fit(emb, accelerator=accelerator)
-        fit_seconds = time.perf_counter() - t0
-        prefix = quantizer.encode(emb)  # (N, L-1)
-        plain = prefix
-        moved = 0
-        if config.collision_strategy == "reassign":
-            cands = quantizer.last_level_candidates(emb, config.reassign_candidates)
-            prefix, moved = reassign_last_level(prefix, cands)
+        with torch_threads(config.torch_threads):
+            t0 = time.perf_counter()
+            info = quantizer.fit(emb, accelerator=accelerator)
+            fit_seconds = time.perf_counter() - t0
+            prefix = quantizer.encode(emb)  # (N, L-1)
+            plain = prefix
+            moved = 0
+            if config.collision_strategy == "reassign":
+                cands = quantizer.last_level_candidates(emb, config.reassign_candidates)
+                prefix, moved = reassign_last_level(prefix, cands)
         coll = append_collision_level(prefix)
         sizes = [*quantizer.level_sizes, collision_level_size(coll, config.collision_min_size)]
         recon = mean_cosine(emb, quantizer.decode(prefix))

@@ -14,8 +14,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from sidrec.data import PreparedDataset
 from sidrec.tokenizer import SemanticIdTokenizer, TokenizerConfig, embed_texts
 from sidrec.utils import atomic_dir, config_from_args, configure_logging
@@ -28,8 +26,6 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
     accelerator = accelerator or Accelerator()
     set_seed(config.seed)
     run = Path(run)
