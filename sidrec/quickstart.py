@@ -1,7 +1,7 @@
 """``sidrec quickstart``: the whole pipeline on the bundled Beauty data, on a laptop CPU.
 
 prepare -> tokenize -> train the generator -> train SASRec -> evaluate (test split, with baselines) ->
-a few sample recommendations, in about 30 minutes on 2 CPU cores: the generator and SASRec train on
+a few sample recommendations, in about 22 minutes on 2 CPU cores (measured): the generator and SASRec train on
 time budgets (``--generator-minutes``, ``--sasrec-minutes``) and stop early when validation stalls.
 Each stage is the same function its own command runs, so every step can be re-run or resumed alone;
 the summary at the end says where each artefact is.

@@ -107,3 +107,27 @@ def test_training_learns_on_slice(tiny_run, tmp_path):
     r_trained = ranking_metrics(trained, split.targets)["recall@20"]
     assert r_trained > 2 * ranking_metrics(untrained, split.targets)["recall@20"]
     assert r_trained > 3 * 20 / ds.num_items
+
+
+def test_two_processes_stop_together(tiny_run, tmp_path):
+    """Only rank 0 validates; early stopping must still end both ranks at the same epoch (no hang)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "dataset", run / "dataset")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), "-m", "sidrec.train.sasrec", "--run", str(run), "--epochs", "30", "--patience", "2",
+           "--batch-size", "32", "--hidden-size", "16"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((run / "baselines" / "sasrec" / "train_log.json").read_text())
+    assert log["epochs_run"] < 30 and log["epochs_run"] - log["best_epoch"] == 2  # stopped by patience
+    assert proc.stdout.count("best_epoch=") == 1  # the summary line comes from the main process only
