@@ -86,3 +86,12 @@ def trained_run(tmp_path_factory) -> Path:
     assert cli_main(["tokenize", "--run", str(run), *TOKENIZER_ARGS]) == 0
     assert cli_main(["train", "--run", str(run), *GENERATOR_ARGS]) == 0
     return run
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for `accelerate launch --main_process_port` in tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -112,18 +112,16 @@ def test_training_learns_on_slice(tiny_run, tmp_path):
 def test_two_processes_stop_together(tiny_run, tmp_path):
     """Only rank 0 validates; early stopping must still end both ranks at the same epoch (no hang)."""
     import os
-    import socket
     import subprocess
     import sys
 
+    from conftest import free_port
+
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "dataset", run / "dataset")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "sidrec.train.sasrec", "--run", str(run), "--epochs", "30", "--patience", "2",
+           str(free_port()), "-m", "sidrec.train.sasrec", "--run", str(run), "--epochs", "30", "--patience", "2",
            "--batch-size", "32", "--hidden-size", "16"]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)

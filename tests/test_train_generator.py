@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 
 TINY = [
@@ -137,12 +137,6 @@ def test_resume_without_state_is_an_error(gen_run, tmp_path):
         main(["--run", str(run), *TINY, "--max-steps", "2", "--resume"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
     """2 CPU processes (gloo): both ranks end with identical weights; gathered metrics = 1-process eval."""
     from sidrec.data import PreparedDataset
@@ -154,7 +148,7 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
     run = _fresh(gen_run, tmp_path, "ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "-m", "sidrec.train.generator", "--run", str(run), *TINY,
            "--max-steps", "40", "--eval-every", "40", "--save-every", "40", "--valid-max-users", "299", "--lr", "0.02"]
     # a timeout: a rank stuck in a collective must fail the test, not hang CI
