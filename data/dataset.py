@@ -36,12 +36,6 @@ class EvalSplit:
     def __len__(self) -> int:
         return len(self.histories)
 
-    def subset(self, n: int | None) -> EvalSplit:
-        """The first ``n`` users (all when ``n`` is None)."""
-        if n is None or n >= len(self):
-            return self
-        return EvalSplit(self.histories[:n], self.targets[:n], self.user_index[:n])
-
     def sample(self, n: int | None, *, seed: int = 0) -> EvalSplit:
         """A seeded random ``n`` users, kept in their original order (all when ``n`` is None or >= len).
 

@@ -80,13 +80,6 @@ def score_model(
     }
 
 
-def sample_users(data, max_users: int | None, *, seed: int = 0):
-    """A seeded random subset of ``max_users`` users (in their original order), or all of them."""
-    if max_users is not None and max_users < 1:
-        raise ValueError(f"--max-users must be >= 1, got {max_users}")
-    return data.sample(max_users, seed=seed)
-
-
 def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bool, explicit: bool) -> list:
     """Scorers for the requested baselines; SASRec is skipped (or an error if asked for) when untrained."""
     from sidrec.eval.baselines.knn import KnnScorer
@@ -138,7 +131,7 @@ def evaluate_run(
 
     run = Path(run)
     dataset = PreparedDataset.load(run)
-    data = sample_users(dataset.eval_split(split), max_users, seed=seed)
+    data = dataset.eval_split(split).sample(max_users, seed=seed)  # random users: file order is not random
     item_counts = dataset.train_item_counts()
     explicit = baselines is not None
     names = list(KNOWN_BASELINES) if baselines is None else baselines
@@ -193,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")
     p.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     args = p.parse_args(argv)
+    if args.max_users is not None and args.max_users < 1:
+        p.error(f"--max-users must be >= 1, got {args.max_users}")
     configure_logging()
     baselines = None
     if args.baselines is not None:

@@ -54,13 +54,11 @@ def test_leave_one_out_invariants(beauty):
     assert valid.targets.shape == test.targets.shape == (dataset.num_users,)
 
 
-def test_eval_split_sample_is_seeded_ordered_and_consistent(beauty):
+def test_eval_split_sample_keeps_rows_aligned(beauty):
+    """Seeding and order are tested in test_eval_e2e; here: every row still belongs to its user."""
     dataset, _ = beauty
     valid = dataset.eval_split("valid")
-    a, b = valid.sample(500, seed=3), valid.sample(500, seed=3)
-    assert len(a) == 500 and np.array_equal(a.user_index, b.user_index)  # same seed, same users
-    assert not np.array_equal(a.user_index, valid.sample(500, seed=4).user_index)
-    assert (np.diff(a.user_index) > 0).all()  # distinct users, original order
+    a = valid.sample(500, seed=3)
     for h, t, u in zip(a.histories, a.targets, a.user_index, strict=True):  # rows stay aligned
         assert h == valid.histories[u] and t == valid.targets[u]
     assert valid.sample(None) is valid and valid.sample(10**9) is valid

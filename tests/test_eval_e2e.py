@@ -104,12 +104,18 @@ def test_generator_scorer_on_tiny_model():
 
 def test_sample_users_is_seeded_and_ordered(tiny_run):
     from sidrec.data import PreparedDataset
-    from sidrec.eval.evaluate import sample_users
 
     split = PreparedDataset.load(tiny_run).eval_split("test")
-    a, b = sample_users(split, 50, seed=1), sample_users(split, 50, seed=1)
+    a, b = split.sample(50, seed=1), split.sample(50, seed=1)
     assert a.user_index.tolist() == b.user_index.tolist()
     assert len(a) == 50 and (np.diff(a.user_index) > 0).all()
-    assert a.user_index.tolist() != sample_users(split, 50, seed=2).user_index.tolist()
+    assert a.user_index.tolist() != split.sample(50, seed=2).user_index.tolist()
     assert a.histories[0] == split.histories[a.user_index[0]]
-    assert sample_users(split, None) is split
+    assert split.sample(None) is split
+
+
+def test_max_users_below_one_is_a_usage_error(tiny_run):
+    from sidrec.eval.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--run", str(tiny_run), "--max-users", "0", "--no-generator", "--baselines", "none"])

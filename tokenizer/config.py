@@ -24,7 +24,7 @@ class TokenizerConfig:
     seed: int = 0
     # torch CPU threads for the quantizer fit (0 = torch's default; embedding always uses the default).
     # 1 makes the fit reproducible bit for bit: with 2 threads the same seed gave different codes from run
-    # to run on Beauty (threaded float sums); RQ-VAE on Beauty takes 32 s on 1 thread, 24 s on 2.
+    # to run on Beauty (threaded float sums); RQ-VAE on Beauty: 35 s on 1 thread, 24-26 s on 2 (idle).
     torch_threads: int = 1
 
     # embeddings: a sentence-transformers name or local path; the MiniLM names use the offline package
