@@ -106,15 +106,6 @@ def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConf
     return ranking_metrics(topk, split.targets, ks=(1, 5, 10, 20))
 
 
-def _main_says(accelerator, flag: bool) -> bool:
-    """The main process's ``flag`` on every process (ranks that skip validation must stop together)."""
-    if accelerator.num_processes == 1:
-        return flag
-    from accelerate.utils import broadcast_object_list
-
-    return bool(broadcast_object_list([flag], from_process=0)[0])
-
-
 def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
     """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log."""
     cfg.validate()
@@ -167,7 +158,9 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
         if out_of_time:
             logger.info("stopping: time budget of %.1f min spent", cfg.max_minutes)
         stop = bool(cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience or out_of_time)
-        if _main_says(accelerator, stop):  # only the main process validates: every rank follows its decision
+        if stop and accelerator.is_main_process:  # only the main process validates ...
+            accelerator.set_trigger()
+        if accelerator.check_trigger():  # ... and every rank follows its decision
             break
     if accelerator.is_main_process:
         logger.info("best epoch %d (valid ndcg@10 %.4f) saved in %s", best_epoch, best, out_dir)
