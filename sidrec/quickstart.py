@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator": (generator.main, ["--run", str(run), "--config", args.generator_config,
                                        "--max-minutes", str(args.generator_minutes)]),
         "sasrec": (sasrec.main, ["--run", str(run), "--max-minutes", str(args.sasrec_minutes)]),
-        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines,
-                                     "--batch-size", "256"]),
+        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines]),
         "samples": (_samples, run, args.samples),
     }
     seconds = {name: _stage(name, fn, *fn_args) for name, (fn, *fn_args) in plan.items() if name not in skip}
