@@ -109,16 +109,22 @@ def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bo
 
 
 def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int, batch_size: int):
-    """The generator scorer, or ``(None, reason)`` when the run has no trained generator/tokenizer."""
+    """The generator's scorers, or ``([], reason)`` when the run has no trained generator/tokenizer.
+
+    The first scorer is the generator as tuned on VALID; for a generator with a dense head the ablation
+    follows: generation only (the beam's order) and the dense head alone over the whole catalog.
+    """
     missing = [p for p in ("generator/model.safetensors", "tokenizer/config.json") if not (run / p).is_file()]
     if missing:
-        return None, f"missing {', '.join(str(run / p) for p in missing)}"
+        return [], f"missing {', '.join(str(run / p) for p in missing)}"
+    from sidrec.decoding import has_dense_head
     from sidrec.eval.generator import GeneratorScorer
 
-    scorer = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
-                                      beam_size=beam_size, batch_size=batch_size,
-                                      exclude_history=exclude_history, device=_device())
-    return scorer, "evaluated"
+    main = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
+                                    beam_size=beam_size, batch_size=batch_size,
+                                    exclude_history=exclude_history, device=_device())
+    variants = [main.variant(mode) for mode in ("generation", "dense")] if has_dense_head(main.model) else []
+    return [main, *variants], "evaluated"
 
 
 def evaluate_run(
@@ -136,10 +142,10 @@ def evaluate_run(
     explicit = baselines is not None
     names = list(KNOWN_BASELINES) if baselines is None else baselines
     scorers = build_baselines(names, run=run, dataset=dataset, exclude_history=exclude_history, explicit=explicit)
-    gen, status = (None, "disabled (--no-generator)")
+    generators, status = [], "disabled (--no-generator)"
     if generator:
-        gen, status = build_generator(run, dataset, exclude_history=exclude_history, beam_size=beam_size,
-                                      batch_size=batch_size)
+        generators, status = build_generator(run, dataset, exclude_history=exclude_history, beam_size=beam_size,
+                                             batch_size=batch_size)
     logger.info("generator: %s", status)
     result: dict[str, Any] = {
         "split": split, "num_users": len(data), "exclude_history": exclude_history,
@@ -150,15 +156,20 @@ def evaluate_run(
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
                     "num_items": dataset.num_items, "num_users": dataset.num_users},
         "git_commit": git_commit(), "generator_status": status,
-        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "baselines": {},
+        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
     }
-    for scorer in ([gen] if gen is not None else []) + scorers:
+    if generators:
+        result["generator"] = {"family": generators[0].model.family,
+                               "hybrid_weight": float(getattr(generators[0].model.config, "hybrid_weight", 0.0))}
+    for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
                           num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed)
         res["seconds"] = round(res["seconds"], 2)
-        if scorer is gen:
+        if generators and scorer is generators[0]:
             result.update(res)
+        elif scorer in generators:
+            result["generator_variants"][scorer.name] = res
         else:
             result["baselines"][scorer.name] = res
         logger.info("%s: recall@10 %.4f ndcg@10 %.4f (%.1fs)", scorer.name, res["metrics"]["recall@10"],
@@ -199,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                           generator=not args.no_generator, out=args.out)
     out_dir = Path(args.out) if args.out else Path(args.run) / "eval"
     rows = [("generator", result["metrics"])] if result["metrics"] else []
+    rows += [(name, block["metrics"]) for name, block in result["generator_variants"].items()]
     rows += [(name, block["metrics"]) for name, block in result["baselines"].items()]
+    width = max((len(name) for name, _ in rows), default=12)
     for name, m in rows:
-        print(f"{name:12s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
+        print(f"{name:{width}s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
               f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}")
     print(f"wrote {out_dir / 'metrics.json'}")
     return 0

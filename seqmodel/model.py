@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from torch.nn import functional as F
@@ -104,6 +106,8 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
     config and available as ``model.vocab`` (``model.vocab.level_offsets`` is what the fast decoder needs).
     """
 
+    family = "tiger"
+
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
         self.vocab = _vocab_from_config(config)
@@ -126,6 +130,24 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
             eos_token_id=EOS_TOKEN_ID,
             bos_token_id=None,
         )
+
+    # ------------------------------------------------------------------ inputs
+    def history_inputs(
+        self, histories: Sequence[Sequence[int]], *, item_codes: np.ndarray | None = None,
+        user_ids: Sequence[str] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder inputs ``(B, S)`` for item-index histories: their level tokens (``encode_histories``).
+
+        ``item_codes (N, L)`` is the tokenizer's table; ``user_ids`` are used iff the vocab has user buckets.
+        """
+        from sidrec.seqmodel.inputs import encode_histories
+
+        if item_codes is None:
+            raise ValueError("the tiger family encodes histories as codes: pass item_codes=tokenizer.codes")
+        users = list(user_ids) if self.vocab.num_user_buckets else None
+        if self.vocab.num_user_buckets and user_ids is None:
+            raise ValueError("this generator uses user tokens; pass user_ids (one per history)")
+        return encode_histories(self.vocab, item_codes, histories, user_ids=users, max_items=self.max_items)
 
     # ------------------------------------------------------------------ level restriction
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,6 +225,12 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
             raise ValueError(
                 f"{folder}: generator format {version!r}, this sidrec reads {GENERATOR_FORMAT_VERSION}; "
                 "retrain it with this version of sidrec"
+            )
+        family = raw.get("sidrec_family", "tiger")
+        if family != cls.family:
+            raise ValueError(
+                f"{folder} holds a {family!r}-family generator, not {cls.family!r}; load it with "
+                "sidrec.seqmodel.load_generator(folder), which picks the class from config.json"
             )
         config = T5Config.from_dict(raw)
         model = cls(config)

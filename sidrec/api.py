@@ -2,8 +2,8 @@
 
 A recommender is three things that rebuild themselves from folders: the semantic-ID tokenizer
 (``tokenizer/``: quantizer + item <-> code table), the generator (``generator/``: T5 config, weights,
-vocab) and the catalog titles (``catalog.jsonl``). The catalog trie is built from the tokenizer's table
-at load time. No training data is needed.
+vocab; any family, picked from its config) and the catalog titles (``catalog.jsonl``). The catalog trie
+is built from the tokenizer's table at load time. No training data is needed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from sidrec.data import CATALOG_FILE, load_catalog, save_catalog
-from sidrec.decoding import CatalogTrie, constrained_beam_search
-from sidrec.seqmodel import SemanticIdGenerator, encode_histories
+from sidrec.decoding import CatalogTrie, recommend_topk
+from sidrec.seqmodel import SemanticIdGenerator, check_item_table, load_generator
 from sidrec.tokenizer import SemanticIdTokenizer
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,11 @@ ON_UNKNOWN = ("error", "skip")
 
 
 class Recommendation(NamedTuple):
-    """One recommended item: its id, the sequence log-probability of its semantic ID, and its title."""
+    """One recommended item: its id, its ranking score and its title.
+
+    ``score`` is the log-probability of the item's semantic ID, plus ``hybrid_weight x`` the dense score
+    for a generator with a dense head (higher is better; compare scores within one list only).
+    """
 
     item_id: str
     score: float
@@ -76,7 +80,8 @@ class Recommender:
                     "(run `sidrec tokenize` and `sidrec train`, or `sidrec quickstart`)"
                 )
         tokenizer = SemanticIdTokenizer.from_pretrained(path / "tokenizer")
-        model = SemanticIdGenerator.from_pretrained(path / "generator")
+        model = load_generator(path / "generator")
+        check_item_table(model, tokenizer.codes, where=str(path))
         titles: list[str | None] = [None] * tokenizer.num_items
         removed: list[str] = []
         if (path / CATALOG_FILE).is_file():
@@ -114,13 +119,18 @@ class Recommender:
         items = list(items)
         if not items:
             return []
-        codes = self.tokenizer.assign(items, cache_dir=cache_dir)  # (M, L), appended to the table
+        ids, emb = self.tokenizer.embed_new_items(items, cache_dir=cache_dir)
+        reads_text = getattr(self.model, "reads_text", False)
+        codes = self.tokenizer.assign_embeddings(ids, emb)  # (M, L), appended to the table
         new_index = self.trie.add_items(codes)
+        add_to_model = getattr(self.model, "add_items", None)  # a generator with its own item table
+        if add_to_model is not None:
+            add_to_model(codes, emb if reads_text else None)
         expected = np.arange(self.tokenizer.num_items - len(items), self.tokenizer.num_items)
         if not np.array_equal(new_index, expected):  # the trie and the table must stay row-aligned
             raise RuntimeError("catalog trie and tokenizer table went out of sync; reload the recommender")
         self.titles.extend(it.get("title") for it in items)
-        return [str(it["item_id"]) for it in items]
+        return ids
 
     def remove_items(self, item_ids: Sequence[str]) -> int:
         """Stop recommending these items (e.g. out of stock); returns how many were removed."""
@@ -179,23 +189,16 @@ class Recommender:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         indices = self._to_indices(histories, on_unknown)
-        vocab = self.model.vocab
-        if vocab.num_user_buckets and user_ids is None:
+        if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
-        results: list[list[Recommendation]] = []
-        for start in range(0, len(indices), self.batch_size):
-            batch = indices[start : start + self.batch_size]
-            uids = None if not vocab.num_user_buckets else list(user_ids[start : start + len(batch)])
-            input_ids, mask = encode_histories(vocab, self.tokenizer.codes, batch, user_ids=uids,
-                                               max_items=self.model.max_items)  # (B, S)
-            out = constrained_beam_search(
-                self.model, self.trie, input_ids.to(self.device), mask.to(self.device),
-                beam_size=max(self.beam_size, k), k=k, exclude=batch if exclude_seen else None,
-            )
-            for items, scores in zip(out.items.tolist(), out.scores.tolist(), strict=True):
-                results.append([
-                    Recommendation(self.tokenizer.item_ids[i], float(s), self.titles[i])
-                    for i, s in zip(items, scores, strict=True) if i >= 0
-                ])
+        items, scores = recommend_topk(
+            self.model, self.trie, indices, k=k, beam_size=self.beam_size, item_codes=self.tokenizer.codes,
+            user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
+            batch_size=self.batch_size,
+        )
+        results = [
+            [Recommendation(self.tokenizer.item_ids[i], float(sc), self.titles[i])
+             for i, sc in zip(row_items, row_scores, strict=True) if i >= 0]
+            for row_items, row_scores in zip(items.tolist(), scores.tolist(), strict=True)
+        ]
         return results[0] if single else results
-

@@ -156,13 +156,23 @@ class SemanticIdTokenizer:
         fit and are not recomputed. ``ValueError`` (and no change) for an existing or repeated item_id,
         or when a group would outgrow the collision level.
         """
-        ids, texts = self._parse_new_items(new_items)
+        ids, emb = self.embed_new_items(new_items, cache_dir=cache_dir, show_progress=show_progress)
         if not ids:
             return np.zeros((0, self.num_levels), dtype=np.int64)
+        return self.assign_embeddings(ids, emb)
+
+    def embed_new_items(self, new_items: Iterable[NewItem], *, cache_dir: str | os.PathLike | None = None,
+                        show_progress: bool = False) -> tuple[list[str], np.ndarray]:
+        """``(ids, embeddings (M, D))`` of items not in the table, embedded as the fit was (same model and
+        template); nothing is assigned. ``assign`` = this + ``assign_embeddings``; a caller that also needs
+        the embeddings (a generator that reads item text) calls the two itself."""
+        ids, texts = self._parse_new_items(new_items)
+        if not ids:
+            return [], np.zeros((0, self.quantizer.input_dim), dtype=np.float32)
         emb = embed_texts(texts, model_name=self.config.embedding_model, template=self.text_template,
                           cache_dir=cache_dir, batch_size=self.config.embedding_batch_size,
                           show_progress=show_progress)
-        return self.assign_embeddings(ids, emb)
+        return ids, emb
 
     def _parse_new_items(self, new_items: Iterable[NewItem]) -> tuple[list[str], list[str]]:
         ids: list[str] = []
