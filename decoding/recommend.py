@@ -83,10 +83,7 @@ def beam_candidates(
         items.append(result.items)
         scores.append(result.scores)
         if dense:
-            was_training = model.training
-            model.eval()
             dense_scores.append(model.dense_scores(input_ids, mask, result.items.to(device)).float().cpu())
-            model.train(was_training)
     if not items:
         empty = torch.zeros(0, beam_size)
         return Candidates(empty.long(), empty, empty if dense else None)

@@ -160,7 +160,9 @@ class CausalItemEncoder(nn.Module):
         """``input_ids (B, T)`` item tokens (or ``inputs_embeds (B, T, D)``) -> states ``(B, T, D)``."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids (item tokens) or inputs_embeds")
-        hidden = self.embedder(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, D)
+        if inputs_embeds is None:
+            inputs_embeds = self.embedder(input_ids) * self.config.d_model**0.5  # (B, T, D), SASRec's input scale
+        hidden = inputs_embeds
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
         bias = self.position_bias(hidden.shape[1], hidden.device).to(hidden.dtype)

@@ -142,15 +142,20 @@ class ItemLevelGenerator(SemanticIdGenerator):
         )
         self.encoder = CausalItemEncoder(config, embedder)  # replaces the token-level T5 encoder
         self.encoder.apply(self._init_weights)  # T5's initialisation for the attention/FF blocks
-        # learned temperature of the dense scores; 1/d starts the logits near unit scale (item vectors sum
-        # several unit-variance parts), so the first full-softmax steps are not dominated by noise
-        self.dense_scale = nn.Parameter(torch.tensor(float(config.d_model) ** -1.0))
+        # Item vectors feed a full softmax (the dense head), so they start as SASRec's item embeddings
+        # do: every part (L code tokens, text, ID) at std d^-0.5 per dimension, the encoder input scaled
+        # by sqrt(d), and a learned scale s = parts^-0.5 that starts the dense logits at unit variance.
+        # (T5's std-1 token table made the first dense logits noisy and then too slow to move.)
+        std = config.d_model**-0.5
+        parts = levels + (text_dim > 0) + (int(config.num_id_rows) > 0)
         with torch.no_grad():
+            self.shared.weight.normal_(0.0, std)
             if embedder.text_proj is not None:
-                embedder.text_proj.weight.normal_(0.0, 1.0)  # unit-norm text -> about unit scale per dim
+                embedder.text_proj.weight.normal_(0.0, std)  # unit-norm text -> std d^-0.5 per dimension
             if embedder.id_embedding is not None:
-                embedder.id_embedding.weight.normal_(0.0, 1.0)
+                embedder.id_embedding.weight.normal_(0.0, std)
                 embedder.id_embedding.weight[0].zero_()
+        self.dense_scale = nn.Parameter(torch.tensor(float(parts) ** -0.5))
 
     @classmethod
     def build(
@@ -239,11 +244,17 @@ class ItemLevelGenerator(SemanticIdGenerator):
     def dense_scores(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Dense scores of the users given by encoder inputs (see ``dense_logits``); eval mode assumed."""
+        """Dense scores of the users given by encoder inputs (see ``dense_logits``), computed in eval mode
+        (no dropout) whatever mode the model is in."""
         if not self.config.dense_head:
             raise ValueError("this generator was trained without a dense head (dense_head=false)")
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.dense_logits(self.last_state(states, attention_mask), items)
+        was_training = self.training
+        self.eval()
+        try:
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.dense_logits(self.last_state(states, attention_mask), items)
+        finally:
+            self.train(was_training)
 
     # ------------------------------------------------------------------ training: all positions at once
     def decode_all_positions(
@@ -287,13 +298,14 @@ class ItemLevelGenerator(SemanticIdGenerator):
         return hidden
 
     def level_losses(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean per-level cross-entropy over level t's tokens only: ``(P, L, D), (P, L) -> ()``."""
+        """Per-target cross-entropy averaged over the L levels, each over level t's tokens only:
+        ``(P, L, D), (P, L) -> (P,)``."""
         weight = self.lm_head.weight  # (V, D)
-        total = hidden.new_zeros(())
+        total = hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
         for t in range(self.vocab.num_levels):
             start, stop = self.vocab.level_range(t)
             logits = hidden[:, t] @ weight[start:stop].T  # (P, C_t)
-            total = total + F.cross_entropy(logits.float(), labels[:, t] - start)
+            total = total + F.cross_entropy(logits.float(), labels[:, t] - start, reduction="none")
         return total / self.vocab.num_levels
 
     def forward(  # noqa: D417 - HF arguments plus target_items
@@ -310,7 +322,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
 
     def sequence_losses(
         self, input_items: torch.Tensor, attention_mask: torch.Tensor, target_items: torch.Tensor,
-        *, dense_weight: float = 1.0,
+        *, dense_weight: float = 1.0, reduce: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Generation (+ dense) loss at every position of a batch of item sequences.
 
@@ -319,17 +331,21 @@ class ItemLevelGenerator(SemanticIdGenerator):
             attention_mask: ``(B, T)``.
             target_items: ``(B, T)`` index of the next item at each position, -100 where there is none.
             dense_weight: weight of the dense full-softmax loss (ignored without a dense head).
+            reduce: mean over targets (training); False keeps one value per target ``(P,)``, in the
+                row-major order of ``target_items >= 0``.
 
         Returns:
-            ``{"loss", "generation", "dense"}`` scalars (``dense`` is 0 without a dense head).
+            ``{"loss", "generation", "dense"}`` (``dense`` is 0 without a dense head).
         """
         states = self.encoder(input_ids=input_items, attention_mask=attention_mask).last_hidden_state  # (B,T,D)
         valid = target_items >= 0  # (B, T)
         labels = self.embedder.item_tokens[target_items.clamp(min=0) + 1]  # (B, T, L) level tokens
         hidden = self.decode_all_positions(states, attention_mask, labels)  # (B, T, L, D)
-        generation = self.level_losses(hidden[valid], labels[valid])
-        dense = generation.new_zeros(())
+        generation = self.level_losses(hidden[valid], labels[valid])  # (P,)
+        dense = torch.zeros_like(generation)
         if self.config.dense_head and dense_weight > 0:
             logits = self.dense_logits(states[valid])  # (P, N)
-            dense = F.cross_entropy(logits.float(), target_items[valid])
+            dense = F.cross_entropy(logits.float(), target_items[valid], reduction="none")
+        if reduce:
+            generation, dense = generation.mean(), dense.mean()
         return {"loss": generation + dense_weight * dense, "generation": generation, "dense": dense}

@@ -278,7 +278,7 @@ def _rank_weight_digests(accelerator, model) -> list[int]:
     h = hashlib.sha256()
     for name, param in sorted(accelerator.unwrap_model(model).state_dict().items()):
         h.update(name.encode())
-        h.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     digest = torch.tensor([int.from_bytes(h.digest()[:8], "little") >> 1], device=accelerator.device)
     return [int(d) for d in accelerator.gather(digest).cpu().tolist()]
 
@@ -377,6 +377,8 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
                  **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}}
         progress.history.append(entry)
         extra = f", hybrid weight {metrics['hybrid_weight']:g}" if "hybrid_weight" in metrics else ""
+        if "by_weight" in metrics and "0.0" in metrics["by_weight"]:
+            extra += f"; generation only ndcg@10 {metrics['by_weight']['0.0']['ndcg@10']:.4f}"
         if "dense" in metrics:
             extra += f"; dense alone ndcg@10 {metrics['dense']['ndcg@10']:.4f}"
         logger.info("valid @ step %d: recall@10 %.4f ndcg@10 %.4f (%d users, %.0f s trained%s)", progress.step,
