@@ -50,8 +50,8 @@ FAMILY = "item"
 
 def build_item_config(
     *, vocab: SemanticIdVocab, num_items: int, text_dim: int, num_id_rows: int, max_items: int = 50,
-    id_dropout: float = 0.0, dense_head: bool = True, dense_loss_weight: float = 1.0, hybrid_weight: float = 0.0,
-    **t5_kwargs,
+    id_dropout: float = 0.0, dense_head: bool = True, dense_loss_weight: float = 1.0, distill_weight: float = 0.0,
+    hybrid_weight: float = 0.0, **t5_kwargs,
 ) -> T5Config:
     """A T5Config for ``ItemLevelGenerator`` (T5 sizes as in ``build_t5_config``) plus the item-table sizes.
 
@@ -64,6 +64,9 @@ def build_item_config(
         id_dropout: training-time probability of dropping an item's ID vector.
         dense_head: train and use the dense head (user state . item vector).
         dense_loss_weight: weight of the dense full-softmax loss next to the generation loss.
+        distill_weight: weight of the self-distillation loss: at each level the decoder also learns the
+            dense head's distribution over the next code given the true prefix (a soft target carrying
+            what the dense head knows about every item, where the one-hot target carries one item).
         hybrid_weight: weight of the dense score when ranking the beam's candidates (0 = generation only).
     """
     if vocab.num_user_buckets:
@@ -76,6 +79,7 @@ def build_item_config(
     config.id_dropout = float(id_dropout)
     config.dense_head = bool(dense_head)
     config.dense_loss_weight = float(dense_loss_weight)
+    config.distill_weight = float(distill_weight)
     config.hybrid_weight = float(hybrid_weight)
     return config
 
@@ -119,6 +123,7 @@ class ItemLossOutput(ModelOutput):
     loss: torch.Tensor | None = None
     generation_loss: torch.Tensor | None = None
     dense_loss: torch.Tensor | None = None
+    distill_loss: torch.Tensor | None = None
 
 
 class ItemLevelGenerator(SemanticIdGenerator):
@@ -297,16 +302,50 @@ class ItemLevelGenerator(SemanticIdGenerator):
             hidden = hidden * d_model**-0.5
         return hidden
 
-    def level_losses(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-target cross-entropy averaged over the L levels, each over level t's tokens only:
-        ``(P, L, D), (P, L) -> (P,)``."""
+    def level_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Logits over level t's codes only, for every level: ``(P, L, D) -> [(P, C_t)] * L``."""
         weight = self.lm_head.weight  # (V, D)
-        total = hidden.new_zeros(hidden.shape[0], dtype=torch.float32)
-        for t in range(self.vocab.num_levels):
-            start, stop = self.vocab.level_range(t)
-            logits = hidden[:, t] @ weight[start:stop].T  # (P, C_t)
-            total = total + F.cross_entropy(logits.float(), labels[:, t] - start, reduction="none")
+        return [hidden[:, t] @ weight[slice(*self.vocab.level_range(t))].T for t in range(self.vocab.num_levels)]
+
+    def level_losses(self, logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Per-target cross-entropy averaged over the L levels: ``[(P, C_t)], (P, L) -> (P,)``."""
+        total = labels.new_zeros(labels.shape[0], dtype=torch.float32)
+        for t, level in enumerate(logits):
+            total = total + F.cross_entropy(level.float(), labels[:, t] - self.vocab.level_offsets[t], reduction="none")
         return total / self.vocab.num_levels
+
+    def _prefix_ids(self) -> torch.Tensor:
+        """``(N, L)``: column t numbers the distinct length-t code prefixes of the catalog (column 0 = 0)."""
+        cached = getattr(self, "_prefix_cache", None)
+        if cached is not None and cached.shape[0] == self.num_items:
+            return cached
+        codes = self.item_codes
+        columns = [np.zeros(len(codes), dtype=np.int64)]
+        for t in range(1, codes.shape[1]):
+            columns.append(np.unique(codes[:, :t], axis=0, return_inverse=True)[1].reshape(-1))
+        self._prefix_cache = torch.from_numpy(np.stack(columns, axis=1)).to(self.embedder.item_tokens.device)
+        return self._prefix_cache
+
+    def distill_losses(
+        self, logits: Sequence[torch.Tensor], dense_logits: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of the decoder's level distributions against the dense head's (detached).
+
+        For target p and level t the soft target is the dense softmax's mass on each code c among the
+        items that share the true target's first t codes: ``q(c) = sum_{i: prefix_t(i) = prefix_t(target),
+        code_t(i) = c} p_dense(i)``, renormalised. ``[(P, C_t)], (P, N), (P,) -> (P,)``.
+        """
+        probs = torch.softmax(dense_logits.detach().float(), dim=-1)  # (P, N)
+        prefixes = self._prefix_ids()  # (N, L)
+        codes = self.embedder.item_tokens[1:] - torch.as_tensor(self.vocab.level_offsets, device=probs.device)
+        total = probs.new_zeros(probs.shape[0])
+        for t, level in enumerate(logits):
+            same = prefixes[:, t][None, :] == prefixes[targets, t][:, None]  # (P, N) items under the true prefix
+            mass = torch.zeros(level.shape, dtype=probs.dtype, device=probs.device)
+            mass.scatter_add_(1, codes[:, t].expand_as(probs), probs * same)  # (P, C_t)
+            soft = mass / mass.sum(-1, keepdim=True).clamp(min=1e-12)
+            total = total - (soft * torch.log_softmax(level.float(), dim=-1)).sum(-1)
+        return total / len(logits)
 
     def forward(  # noqa: D417 - HF arguments plus target_items
         self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -317,12 +356,14 @@ class ItemLevelGenerator(SemanticIdGenerator):
         if target_items is None:
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         losses = self.sequence_losses(input_ids, attention_mask, target_items,
-                                      dense_weight=float(self.config.dense_loss_weight))
-        return ItemLossOutput(loss=losses["loss"], generation_loss=losses["generation"], dense_loss=losses["dense"])
+                                      dense_weight=float(self.config.dense_loss_weight),
+                                      distill_weight=float(getattr(self.config, "distill_weight", 0.0)))
+        return ItemLossOutput(loss=losses["loss"], generation_loss=losses["generation"], dense_loss=losses["dense"],
+                              distill_loss=losses["distill"])
 
     def sequence_losses(
         self, input_items: torch.Tensor, attention_mask: torch.Tensor, target_items: torch.Tensor,
-        *, dense_weight: float = 1.0, reduce: bool = True,
+        *, dense_weight: float = 1.0, distill_weight: float = 0.0, reduce: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Generation (+ dense) loss at every position of a batch of item sequences.
 
@@ -331,21 +372,27 @@ class ItemLevelGenerator(SemanticIdGenerator):
             attention_mask: ``(B, T)``.
             target_items: ``(B, T)`` index of the next item at each position, -100 where there is none.
             dense_weight: weight of the dense full-softmax loss (ignored without a dense head).
+            distill_weight: weight of ``distill_losses`` (needs the dense head).
             reduce: mean over targets (training); False keeps one value per target ``(P,)``, in the
                 row-major order of ``target_items >= 0``.
 
         Returns:
-            ``{"loss", "generation", "dense"}`` (``dense`` is 0 without a dense head).
+            ``{"loss", "generation", "dense", "distill"}`` (the last two are 0 when not used).
         """
         states = self.encoder(input_ids=input_items, attention_mask=attention_mask).last_hidden_state  # (B,T,D)
         valid = target_items >= 0  # (B, T)
         labels = self.embedder.item_tokens[target_items.clamp(min=0) + 1]  # (B, T, L) level tokens
         hidden = self.decode_all_positions(states, attention_mask, labels)  # (B, T, L, D)
-        generation = self.level_losses(hidden[valid], labels[valid])  # (P,)
-        dense = torch.zeros_like(generation)
+        logits = self.level_logits(hidden[valid])  # [(P, C_t)]
+        targets = target_items[valid]  # (P,)
+        generation = self.level_losses(logits, labels[valid])  # (P,)
+        dense = distill = torch.zeros_like(generation)
         if self.config.dense_head and dense_weight > 0:
-            logits = self.dense_logits(states[valid])  # (P, N)
-            dense = F.cross_entropy(logits.float(), target_items[valid], reduction="none")
+            scores = self.dense_logits(states[valid])  # (P, N)
+            dense = F.cross_entropy(scores.float(), targets, reduction="none")
+            if distill_weight > 0:
+                distill = self.distill_losses(logits, scores, targets)
         if reduce:
-            generation, dense = generation.mean(), dense.mean()
-        return {"loss": generation + dense_weight * dense, "generation": generation, "dense": dense}
+            generation, dense, distill = generation.mean(), dense.mean(), distill.mean()
+        loss = generation + dense_weight * dense + distill_weight * distill
+        return {"loss": loss, "generation": generation, "dense": dense, "distill": distill}

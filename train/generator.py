@@ -64,6 +64,8 @@ class GeneratorTrainConfig:
     embedding; 0 = none; all others, and items added later, are represented by codes and text), id_dropout
     (training-time chance of hiding an item's ID vector, so codes and text carry rare items too),
     dense_head (train a dense head: user state . item vector, full softmax), dense_weight (its loss weight),
+    distill_weight (the decoder also learns the dense head's distribution over each level's codes given
+    the true prefix: self-distillation, a soft target per level),
     hybrid_weights (dense weights tried at each validation to rank the beam's candidates by
     logp + w * dense; the best is stored with the model; 0 = generation only), valid_dense (also measure
     the dense head alone over the whole catalog at each validation: an ablation, U x N dot products).
@@ -96,6 +98,7 @@ class GeneratorTrainConfig:
     id_dropout: float = 0.0
     dense_head: bool = True
     dense_weight: float = 1.0
+    distill_weight: float = 0.0
     hybrid_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
     valid_dense: bool = True
     lr: float = 0.01

@@ -219,7 +219,7 @@ class ItemTask:
         config = build_item_config(
             vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=0 if text is None else text.shape[1],
             num_id_rows=int(id_rows.max(initial=0)), id_dropout=cfg.id_dropout, dense_head=cfg.dense_head,
-            dense_loss_weight=cfg.dense_weight, **_t5_sizes(cfg),
+            dense_loss_weight=cfg.dense_weight, distill_weight=cfg.distill_weight, **_t5_sizes(cfg),
         )
         logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
                     config.num_items, "on" if text is not None else "off", config.num_id_rows, cfg.id_min_count)
@@ -232,4 +232,5 @@ class ItemTask:
     @staticmethod
     def loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = model(**batch)
-        return out.loss, {"generation": out.generation_loss.detach(), "dense": out.dense_loss.detach()}
+        return out.loss, {"generation": out.generation_loss.detach(), "dense": out.dense_loss.detach(),
+                          "distill": out.distill_loss.detach()}
