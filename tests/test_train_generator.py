@@ -149,6 +149,19 @@ def test_resume_mid_epoch_matches_uninterrupted(gen_run, tmp_path, family):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_validation_at_training_minutes(gen_run, tmp_path):
+    """eval_at_minutes validates once per mark passed (a learning curve at fixed budgets), then at the end."""
+    from sidrec.train.generator import main
+
+    run = _fresh(gen_run, tmp_path, "marks")
+    # the first mark is passed after one step (a step takes far more than 6 ms); the second never is
+    main(["--run", str(run), *TINY, "--max-steps", "3", "--eval-every", "0", "--save-every", "0",
+          "--eval-at-minutes", "0.0001,10000"])
+    log = json.loads((run / "generator" / "training.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 3]
+    assert log["history"][0]["train_seconds"] <= log["history"][1]["train_seconds"]
+
+
 def test_unknown_field_lists_valid_ones(gen_run, tmp_path):
     from sidrec.train.generator import main
 

@@ -75,7 +75,8 @@ class GeneratorTrainConfig:
     mixed_precision no|bf16|fp16.
     Length: max_steps optimiser steps (0 = no limit) and/or epochs (0 = no limit); one must be set;
     max_minutes also stops after that much training time (validation excluded; 0 = no limit).
-    Validation: every eval_every steps (0 = only at the end) on a fixed random valid_max_users users (0 = all),
+    Validation: every eval_every steps (0 = only at the end) and when training time first reaches each of
+    eval_at_minutes (learning curves at fixed budgets), on a fixed random valid_max_users users (0 = all),
     beam search with beam_size, early stop after patience validations without an NDCG@10 gain (0 = never).
     State: save_every steps (0 = off) into RUN/generator_state/, keep_states newest kept.
     group_by_length: batch examples of similar length (less padding; the model math is unchanged).
@@ -112,6 +113,7 @@ class GeneratorTrainConfig:
     epochs: int = 0
     max_minutes: float = 0.0
     eval_every: int = 5000
+    eval_at_minutes: list[float] = field(default_factory=list)
     valid_max_users: int = 0
     eval_batch_size: int = 256
     beam_size: int = 20
@@ -272,6 +274,7 @@ class Progress:
     best_step: int = -1
     bad_evals: int = 0
     train_seconds: float = 0.0
+    marks_done: int = 0  # eval_at_minutes marks already validated
     history: list[dict[str, Any]] | None = None
     loss_curve: list[list[float]] | None = None  # [step, mean loss since the previous entry]
 
@@ -293,6 +296,16 @@ def _save_state(accelerator, root: Path, progress: Progress, keep: int) -> None:
         atomic_write_json(folder / "progress.json", progress.__dict__)  # written last: marks the state complete
         prune_states(root, keep)
     accelerator.wait_for_everyone()
+
+
+def _synced_flags(accelerator, *flags: bool) -> list[bool]:
+    """The main process's flags on every rank: decisions from wall-clock time must not split the ranks
+    (one validating or stopping while another trains on would hang the next collective)."""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    values = [float(f) if accelerator.is_main_process else 0.0 for f in flags]
+    total = accelerator.reduce(torch.tensor(values, device=accelerator.device), reduction="sum")
+    return [bool(v > 0) for v in total.tolist()]
 
 
 class _LossMeter:
@@ -369,6 +382,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
     bar = tqdm(total=total, initial=progress.step, disable=not accelerator.is_local_main_process, desc="generator")
     stop = progress.step >= total
     meter = _LossMeter()
+    marks = sorted(cfg.eval_at_minutes)
     tick = time.perf_counter()
 
     def validate_and_keep() -> None:
@@ -428,18 +442,25 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
                             " ".join(f"{k} {v:.4f}" for k, v in means.items()), lr)
                 progress.loss_curve.append([progress.step, round(means["loss"], 5)])
                 accelerator.log({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr}, step=progress.step)
-            if cfg.eval_every > 0 and progress.step % cfg.eval_every == 0:
+            at_mark = out_of_time = False
+            if marks or cfg.max_minutes > 0:  # time-based decisions: the main process's, on every rank
+                trained = progress.train_seconds + time.perf_counter() - tick
+                at_mark, out_of_time = _synced_flags(
+                    accelerator, progress.marks_done < len(marks) and trained >= 60 * marks[progress.marks_done],
+                    cfg.max_minutes > 0 and trained >= 60 * cfg.max_minutes,
+                )
+                if at_mark:
+                    progress.marks_done += 1
+            if (cfg.eval_every > 0 and progress.step % cfg.eval_every == 0) or at_mark:
                 validate_and_keep()
                 if cfg.patience > 0 and progress.bad_evals >= cfg.patience:
                     logger.info("early stop: %d validations without an NDCG@10 gain", progress.bad_evals)
                     stop = True
             if cfg.save_every > 0 and progress.step % cfg.save_every == 0:
                 _save_state(accelerator, state_root, progress, cfg.keep_states)
-            if cfg.max_minutes > 0 and not stop:
-                trained = progress.train_seconds + time.perf_counter() - tick
-                if trained >= 60 * cfg.max_minutes:
-                    logger.info("time budget: %.1f min of training reached at step %d", trained / 60, progress.step)
-                    stop = True
+            if out_of_time and not stop:
+                logger.info("time budget: %.1f min of training reached at step %d", cfg.max_minutes, progress.step)
+                stop = True
             if stop or progress.step >= total:
                 stop = True
                 break
