@@ -53,7 +53,7 @@ class Candidates:
 def beam_candidates(
     model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, beam_size: int,
     item_codes: np.ndarray | None = None, user_ids: Sequence[str] | None = None, exclude_history: bool = False,
-    batch_size: int = 256, num_threads: int | None = None,
+    batch_size: int = 256, num_threads: int | None = None, with_dense: bool = True,
 ) -> Candidates:
     """``beam_size`` candidates per history (with dense scores when the model has a dense head).
 
@@ -67,9 +67,11 @@ def beam_candidates(
         exclude_history: never propose a user's own history items.
         batch_size: users per beam-search call.
         num_threads: torch CPU threads during the search (None = as is).
+        with_dense: score the candidates with the dense head when the model has one (False: generation
+            only, ``dense`` is None).
     """
     device = next(model.parameters()).device
-    dense = has_dense_head(model)
+    dense = with_dense and has_dense_head(model)
     items, scores, dense_scores = [], [], []
     for start in range(0, len(histories), batch_size):
         batch = [list(h) for h in histories[start : start + batch_size]]
@@ -101,5 +103,5 @@ def recommend_topk(
     """
     if weight is None:
         weight = float(getattr(model.config, "hybrid_weight", 0.0)) if has_dense_head(model) else 0.0
-    candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), **kwargs)
+    candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0, **kwargs)
     return candidates.rank(weight=weight, k=k)
