@@ -106,12 +106,13 @@ class GeneratorScorer:
     def _dense(self, histories: list[list[int]], k: int) -> np.ndarray:
         from sidrec.eval.baselines.base import topk_from_scores
 
+        removed = torch.from_numpy(~self.trie.active).to(self.device)  # (N,) items taken out of the catalog
         out = []
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]
             input_ids, mask = self.model.history_inputs(batch)
             scores = self.model.dense_scores(input_ids.to(self.device), mask.to(self.device))  # (B, N)
-            scores[:, ~torch.from_numpy(self.trie.active).to(scores.device)] = float("-inf")  # removed items
+            scores[:, removed] = float("-inf")
             out.append(topk_from_scores(scores.cpu(), k, histories=batch, exclude_history=self.exclude_history))
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
