@@ -22,12 +22,20 @@ from sidrec.decoding.beam import constrained_beam_search
 from sidrec.decoding.rerank import hybrid_rank
 from sidrec.decoding.trie import CatalogTrie
 
-__all__ = ["Candidates", "beam_candidates", "has_dense_head", "recommend_topk"]
+__all__ = ["DEFAULT_BEAM_SIZE", "Candidates", "beam_candidates", "default_beam_size", "has_dense_head",
+           "recommend_topk"]
+
+DEFAULT_BEAM_SIZE = 20  # TIGER's beam; a checkpoint trained with another one records it
 
 
 def has_dense_head(model: nn.Module) -> bool:
     """Whether the generator scores items densely too (the ``item`` family with ``dense_head``)."""
     return bool(getattr(model.config, "dense_head", False))
+
+
+def default_beam_size(model: nn.Module) -> int:
+    """The beam the generator was validated (and its hybrid weight chosen) with: ``config.beam_size``, else 20."""
+    return int(getattr(model.config, "beam_size", DEFAULT_BEAM_SIZE))
 
 
 @dataclass(frozen=True)
@@ -93,14 +101,17 @@ def beam_candidates(
 
 
 def recommend_topk(
-    model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, k: int, beam_size: int = 20,
-    weight: float | None = None, **kwargs,
+    model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, k: int,
+    beam_size: int | None = None, weight: float | None = None, **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items ``(U, k)`` and their scores, best first (``-1`` / ``-inf`` where fewer exist).
 
+    ``beam_size``: None = the checkpoint's (``default_beam_size``); raised to ``k`` if smaller.
     ``weight``: dense weight of the hybrid ranking; None = the model's ``hybrid_weight`` (0 without a dense
-    head). Other keyword arguments go to ``beam_candidates``; ``beam_size`` is raised to ``k`` if smaller.
+    head). Other keyword arguments go to ``beam_candidates``.
     """
+    if beam_size is None:
+        beam_size = default_beam_size(model)
     if weight is None:
         weight = float(getattr(model.config, "hybrid_weight", 0.0)) if has_dense_head(model) else 0.0
     candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0, **kwargs)

@@ -108,7 +108,7 @@ def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bo
     return scorers
 
 
-def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int, batch_size: int):
+def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int | None, batch_size: int):
     """The generator's scorers, or ``([], reason)`` when the run has no trained generator/tokenizer.
 
     The first scorer is the generator as tuned on VALID; for a generator with a dense head the ablation
@@ -129,7 +129,7 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
 
 def evaluate_run(
     run: str | Path, *, split: str = "test", baselines: list[str] | None = None, max_users: int | None = None,
-    n_boot: int = 1000, seed: int = 0, exclude_history: bool = False, beam_size: int = 20,
+    n_boot: int = 1000, seed: int = 0, exclude_history: bool = False, beam_size: int | None = None,
     batch_size: int = 256, generator: bool = True, out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's generator (if any) and baselines; write the three files; return metrics.json."""
@@ -159,6 +159,9 @@ def evaluate_run(
         "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
     }
     if generators:
+        from sidrec.decoding import default_beam_size
+
+        result["config"]["beam_size"] = beam_size or default_beam_size(generators[0].model)
         result["generator"] = {"family": generators[0].model.family,
                                "hybrid_weight": float(getattr(generators[0].model.config, "hybrid_weight", 0.0))}
     for scorer in generators + scorers:
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude-history", action="store_true",
                    help="remove each user's history items from every model's list (default: keep them)")
-    p.add_argument("--beam-size", type=int, default=20, help="generator beam width (>= 20)")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="generator beam width (default: the one the generator was validated with, else 20)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="generator users per beam-search batch (256: 1.5x the users/s of 64 here)")
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")

@@ -27,11 +27,12 @@ class GeneratorScorer:
     """Top-k items from ``RUN/generator`` + ``RUN/tokenizer``.
 
     The trie holds every catalog item, so every item the beam returns is a real item (invalid rate 0 by
-    construction; the harness still measures it). ``beam_size`` is raised to ``k`` if smaller.
+    construction; the harness still measures it). ``beam_size``: None = the checkpoint's own
+    (``default_beam_size``); raised to ``k`` if smaller.
     """
 
     def __init__(
-        self, *, model, tokenizer, user_ids: list[str] | None = None, beam_size: int = 20,
+        self, *, model, tokenizer, user_ids: list[str] | None = None, beam_size: int | None = None,
         batch_size: int = 64, exclude_history: bool = False, device: str | torch.device = "cpu",
         mode: str = "default",
     ) -> None:

@@ -49,7 +49,7 @@ class Recommender:
 
     def __init__(
         self, *, tokenizer: SemanticIdTokenizer, model: SemanticIdGenerator, titles: Sequence[str | None],
-        beam_size: int = 20, batch_size: int = 64, device: str | torch.device = "cpu",
+        beam_size: int | None = None, batch_size: int = 64, device: str | torch.device = "cpu",
     ) -> None:
         if list(model.vocab.level_sizes) != list(tokenizer.level_sizes):
             raise ValueError(
@@ -70,7 +70,7 @@ class Recommender:
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        beam_size: int = 20) -> Recommender:
+                        beam_size: int | None = None) -> Recommender:
         """Load ``path/tokenizer``, ``path/generator`` and the titles in ``path/catalog.jsonl``."""
         path = Path(path)
         for sub in ("tokenizer", "generator"):

@@ -405,6 +405,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
             progress.best_ndcg, progress.best_step, progress.bad_evals = metrics["ndcg@10"], progress.step, 0
             if accelerator.is_main_process:
                 best = accelerator.unwrap_model(model)
+                best.config.beam_size = cfg.beam_size  # inference decodes with the beam it was validated with
                 if "hybrid_weight" in metrics:
                     best.config.hybrid_weight = metrics["hybrid_weight"]  # chosen on VALID, used at inference
                 best.save_pretrained(run / MODEL_DIR)
