@@ -118,7 +118,7 @@ def pad_item_histories(histories: Sequence[Sequence[int]], max_items: int) -> tu
 
 @dataclass
 class ItemLossOutput(ModelOutput):
-    """Training output of ``ItemLevelGenerator``: total loss and its two parts."""
+    """Training output of ``ItemLevelGenerator``: the total loss and its parts."""
 
     loss: torch.Tensor | None = None
     generation_loss: torch.Tensor | None = None
@@ -333,19 +333,22 @@ class ItemLevelGenerator(SemanticIdGenerator):
 
         For target p and level t the soft target is the dense softmax's mass on each code c among the
         items that share the true target's first t codes: ``q(c) = sum_{i: prefix_t(i) = prefix_t(target),
-        code_t(i) = c} p_dense(i)``, renormalised. ``[(P, C_t)], (P, N), (P,) -> (P,)``.
+        code_t(i) = c} p_dense(i)``, renormalised. The last (collision) level is left out: it only separates
+        items sharing a full semantic prefix, where that mass is all but one-hot anyway. Averaged over the
+        distilled levels: ``[(P, C_t)], (P, N), (P,) -> (P,)``.
         """
         probs = torch.softmax(dense_logits.detach().float(), dim=-1)  # (P, N)
         prefixes = self._prefix_ids()  # (N, L)
         codes = self.embedder.item_tokens[1:] - torch.as_tensor(self.vocab.level_offsets, device=probs.device)
+        levels = list(logits)[: max(1, len(logits) - 1)]
         total = probs.new_zeros(probs.shape[0])
-        for t, level in enumerate(logits):
+        for t, level in enumerate(levels):
             same = prefixes[:, t][None, :] == prefixes[targets, t][:, None]  # (P, N) items under the true prefix
             mass = torch.zeros(level.shape, dtype=probs.dtype, device=probs.device)
             mass.scatter_add_(1, codes[:, t].expand_as(probs), probs * same)  # (P, C_t)
             soft = mass / mass.sum(-1, keepdim=True).clamp(min=1e-12)
             total = total - (soft * torch.log_softmax(level.float(), dim=-1)).sum(-1)
-        return total / len(logits)
+        return total / len(levels)
 
     def forward(  # noqa: D417 - HF arguments plus target_items
         self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
