@@ -9,7 +9,7 @@ from sidrec.decoding.recommend import (
     has_dense_head,
     recommend_topk,
 )
-from sidrec.decoding.rerank import hybrid_rank
+from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.t5_step import T5IncrementalDecoder
 from sidrec.decoding.trie import CatalogTrie
 
@@ -26,6 +26,7 @@ __all__ = [
     "hf_constrained_generate",
     "hybrid_rank",
     "recommend_topk",
+    "reserve_cold",
     "topk_mismatches",
     "trie_prefix_allowed_tokens_fn",
 ]

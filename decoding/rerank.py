@@ -13,9 +13,11 @@ per user instead of a pass over the whole catalog (which matters at millions of 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["hybrid_rank"]
+__all__ = ["hybrid_rank", "reserve_cold"]
 
 
 def hybrid_rank(
@@ -46,3 +48,44 @@ def hybrid_rank(
     combined = combined.masked_fill(items < 0, float("-inf"))
     order = torch.sort(combined, dim=1, descending=True, stable=True).indices[:, :k]  # (B, k)
     return items.gather(1, order), combined.gather(1, order)
+
+
+def reserve_cold(
+    items: torch.Tensor, scores: torch.Tensor, cold: torch.Tensor, *, epsilon: float, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIGER's cold-start share: up to ``ceil(epsilon * k)`` of the top-``k`` slots go to cold items.
+
+    ``items``/``scores`` are a ranked candidate list ``(B, K)`` (best first, -1 = empty; e.g. the beam's
+    candidates after ``hybrid_rank`` with ``k = K``). Per user, when the top ``k`` hold fewer cold items than
+    ``r = min(ceil(epsilon * k), cold items among the candidates)``, the lowest-ranked non-cold items of
+    the top ``k`` give way to the best cold candidates ranked below ``k``, which take the freed slots at the
+    end in their own order. So at most ``ceil(epsilon * k)`` slots change, each to a cold item, every item
+    still comes from the candidates, and ``epsilon = 0`` returns the top ``k`` unchanged.
+
+    Args:
+        items: ``(B, K)`` ranked candidate items, ``K >= k``.
+        scores: ``(B, K)`` their scores.
+        cold: ``(N,)`` bool, True for items that are cold (never seen in training / added later).
+        epsilon: share of the top ``k`` reserved for cold items, in ``[0, 1]``.
+        k: list length.
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    if not 1 <= k <= items.shape[1]:
+        raise ValueError(f"need 1 <= k <= {items.shape[1]} candidates, got k={k}")
+    top_items, top_scores = items[:, :k].clone(), scores[:, :k].clone()
+    reserve = math.ceil(epsilon * k - 1e-9)
+    if reserve == 0:
+        return top_items, top_scores
+    is_cold = (items >= 0) & cold.to(items.device)[items.clamp(min=0)]  # (B, K)
+    for row in range(items.shape[0]):
+        have = int(is_cold[row, :k].sum())
+        below = torch.nonzero(is_cold[row, k:]).flatten() + k  # cold candidates ranked below k, best first
+        swap = min(reserve - have, int(below.numel()))
+        if swap <= 0:
+            continue
+        warm = torch.nonzero(~is_cold[row, :k]).flatten()  # warm (or empty) slots of the top k, best first
+        keep = torch.sort(torch.cat([torch.nonzero(is_cold[row, :k]).flatten(), warm[: len(warm) - swap]])).values
+        top_items[row] = torch.cat([items[row, keep], items[row, below[:swap]]])
+        top_scores[row] = torch.cat([scores[row, keep], scores[row, below[:swap]]])
+    return top_items, top_scores

@@ -3,6 +3,8 @@ the hybrid ranking, save/load and cold-start items."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +239,30 @@ def test_distillation_targets_are_the_dense_mass_under_the_true_prefix():
         expected.append(total / (len(SIZES) - 1))
     got = model.distill_losses(logits, dense, targets)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+
+
+def test_reserve_cold_changes_at_most_ceil_eps_k_slots_each_to_a_cold_item():
+    from sidrec.decoding import reserve_cold
+
+    rng = np.random.default_rng(0)
+    cold = torch.zeros(50, dtype=torch.bool)
+    cold[rng.choice(50, 12, replace=False)] = True
+    items = torch.stack([torch.from_numpy(rng.permutation(50)[:20]) for _ in range(30)])  # (30, 20) ranked
+    items[3, 15:] = -1  # a short candidate list
+    scores = -torch.arange(20, dtype=torch.float32).expand(30, 20).clone()
+    base, _ = reserve_cold(items, scores, cold, epsilon=0.0, k=10)
+    assert torch.equal(base, items[:, :10])  # epsilon 0 = the plain top 10
+    for eps in (0.1, 0.2, 0.5):
+        got, _ = reserve_cold(items, scores, cold, epsilon=eps, k=10)
+        limit = math.ceil(eps * 10)
+        for u in range(30):
+            changed = set(got[u].tolist()) - set(base[u].tolist())
+            assert len(changed) <= limit and all(cold[i] for i in changed)
+            assert set(got[u].tolist()) <= set(items[u].tolist())  # only candidates
+            n_cold = int(cold[got[u].clamp(min=0)][got[u] >= 0].sum())
+            available = int(cold[items[u].clamp(min=0)][items[u] >= 0].sum())
+            assert n_cold >= min(limit, available)  # the reserved share is filled when candidates allow
+            kept = [i for i in got[u].tolist() if i in set(base[u].tolist())]
+            assert kept == [i for i in base[u].tolist() if i in set(kept)]  # survivors keep their order
+    with pytest.raises(ValueError, match="epsilon"):
+        reserve_cold(items, scores, cold, epsilon=1.5, k=10)
