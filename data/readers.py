@@ -63,9 +63,10 @@ def _read_text(path: Path, encoding: str = "utf-8") -> str:
             f"{path}, line {line}: bytes that are not valid {encoding} ({raw[e.start:e.start + 8]!r}); "
             f"re-save the file as {encoding}"
         ) from e
+    text = text.lstrip("\ufeff")  # a byte-order mark is not content: a file holding only one is empty
     if not text.strip():
         raise ValueError(f"{path}: the file is empty; it needs a header and at least one row")
-    return text.lstrip("\ufeff")
+    return text
 
 
 def _find(folder: Path, *names: str) -> Path | None:
@@ -79,11 +80,39 @@ def _find(folder: Path, *names: str) -> Path | None:
 # ----------------------------------------------------------------------------- generic
 
 
+def _short(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a broken quote can make a row hold the rest of the file)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, row)`` pairs; a CSV syntax error names the file and the line where its row starts."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            hint = ("a quoted field is never closed (a stray '\"')" if "end of data" in str(e) or "EOF" in str(e)
+                    else "quote fields that hold commas or quotes (\"...\", with \"\" for a quote)")
+            if "field larger than field limit" in str(e):
+                hint = (f"a field is longer than {csv.field_size_limit():,} characters, usually a quote that is "
+                        "never closed")
+            raise ValueError(f"{path}, line {start}: not valid CSV ({e}); {hint}") from None
+        yield start, row
+
+
 def read_interactions_csv(path: Path) -> tuple[list[str], list[str]]:
     """Read ``user_id,item_id[,...]`` rows in file order."""
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(reader)]
+    rows = _csv_rows(path, text)
+    first = next(rows, None)
+    if first is None:
+        raise ValueError(f"{path}: the file is empty; it needs a header and at least one row")
+    header = [h.strip() for h in first[1]]
     missing = [c for c in ("user_id", "item_id") if c not in header]
     if missing:
         raise ValueError(
@@ -94,11 +123,11 @@ def read_interactions_csv(path: Path) -> tuple[list[str], list[str]]:
     need = max(ui, ii) + 1
     users: list[str] = []
     items: list[str] = []
-    for lineno, row in enumerate(reader, start=2):
+    for lineno, row in rows:
         if not row:
             continue
         if len(row) < need:
-            raise ValueError(f"{path}, line {lineno}: expected {len(header)} columns, got {len(row)}: {row}")
+            raise ValueError(f"{path}, line {lineno}: expected {len(header)} columns, got {len(row)}: {_short(row)}")
         u, i = row[ui].strip(), row[ii].strip()
         if not u or not i:
             raise ValueError(f"{path}, line {lineno}: empty user_id or item_id; fill it in or delete the row")
@@ -222,6 +251,15 @@ def read_amazon2014(folder: Path) -> RawDataset:
 # ----------------------------------------------------------------------------- MovieLens
 
 
+def _timestamp(value: str, path: Path, lineno: int) -> int:
+    """A MovieLens timestamp (integer seconds); ``ValueError`` naming the file and line otherwise."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"{path}, line {lineno}: timestamp {_short(value, 40)} is not an integer "
+                         "(seconds since 1970); fix or delete the row") from None
+
+
 def _sort_by_user_time(rows: list[tuple[str, str, int]]) -> tuple[list[str], list[str]]:
     order = sorted(range(len(rows)), key=lambda n: (rows[n][0].zfill(12), rows[n][2], n))
     return [rows[n][0] for n in order], [rows[n][1] for n in order]
@@ -237,7 +275,7 @@ def read_movielens_1m(folder: Path) -> RawDataset:
         parts = line.split("::")
         if len(parts) < 4:
             raise ValueError(f"{rpath}, line {lineno}: expected UserID::MovieID::Rating::Timestamp")
-        rows.append((parts[0], parts[1], int(parts[3])))
+        rows.append((parts[0], parts[1], _timestamp(parts[3], rpath, lineno)))
     meta = {}
     for lineno, line in enumerate(_read_text(mpath, "latin-1").splitlines(), start=1):
         parts = line.split("::")
@@ -266,7 +304,7 @@ def read_movielens_100k(folder: Path) -> RawDataset:
         parts = line.split("\t")
         if len(parts) < 4:
             raise ValueError(f"{rpath}, line {lineno}: expected user<TAB>item<TAB>rating<TAB>timestamp")
-        rows.append((parts[0], parts[1], int(parts[3])))
+        rows.append((parts[0], parts[1], _timestamp(parts[3], rpath, lineno)))
     meta = {}
     for lineno, line in enumerate(_read_text(mpath, "latin-1").splitlines(), start=1):
         parts = line.split("|")
@@ -275,6 +313,8 @@ def read_movielens_100k(folder: Path) -> RawDataset:
         flags = parts[-19:]
         genres = [g for g, f in zip(_ML100K_GENRES, flags, strict=False) if f.strip() == "1"]
         title = parts[1] if parts[1] != "unknown" else None
+        if parts[0] in meta:
+            raise ValueError(f"{mpath}, line {lineno}: duplicate movie id {parts[0]!r}; keep one row per movie")
         meta[parts[0]] = {"item_id": parts[0], "title": title, "categories": genres}
     users, items = _sort_by_user_time(rows)
     _check_known(items, meta, rpath, mpath)
