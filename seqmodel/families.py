@@ -8,7 +8,6 @@ for a family with a dense head, ``dense_scores`` and ``config.hybrid_weight``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from sidrec.seqmodel.item_model import ItemLevelGenerator
 from sidrec.seqmodel.model import CONFIG_FILE, SemanticIdGenerator
+from sidrec.utils import read_json
 
 __all__ = ["GENERATOR_FAMILIES", "check_item_table", "load_generator"]
 
@@ -32,10 +32,11 @@ def load_generator(directory: str | os.PathLike) -> SemanticIdGenerator:
     if not config_file.is_file():
         raise ValueError(f"{folder} is not a sidrec generator folder (no {CONFIG_FILE}); "
                          "train one with `sidrec train --run RUN`")
-    try:
-        family = json.loads(config_file.read_text(encoding="utf-8")).get("sidrec_family", "tiger")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file} is not valid JSON ({e}); the checkpoint is damaged, retrain or restore it") from e
+    raw = read_json(config_file, fix="the checkpoint is damaged: retrain it (`sidrec train --run RUN --overwrite`) "
+                    "or restore it")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_file} is not a generator config (a JSON object); retrain or restore it")
+    family = raw.get("sidrec_family", "tiger")
     cls = GENERATOR_FAMILIES.get(family)
     if cls is None:
         raise ValueError(f"{folder}: unknown generator family {family!r} (this sidrec knows "

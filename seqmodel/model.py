@@ -18,7 +18,6 @@ Checkpoints are folders: ``config.json`` (the T5Config plus sidrec keys), ``mode
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,13 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch.nn import functional as F
 from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from sidrec.seqmodel.vocab import EOS_TOKEN_ID, PAD_TOKEN_ID, SemanticIdVocab
-from sidrec.utils import atomic_dir
+from sidrec.utils import atomic_dir, load_safetensors_into, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +218,10 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
                 f"{folder} is not a sidrec generator folder (missing {', '.join(missing)}); "
                 "train one with `python -m sidrec.train.generator --run RUN`"
             )
-        raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        retrain = "retrain it (`sidrec train --run RUN --overwrite`) or restore the folder"
+        raw = read_json(folder / CONFIG_FILE, fix=retrain)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{folder / CONFIG_FILE} is not a generator config (a JSON object); {retrain}")
         version = raw.get("sidrec_format_version")
         if version != GENERATOR_FORMAT_VERSION:
             raise ValueError(
@@ -232,11 +234,14 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
                 f"{folder} holds a {family!r}-family generator, not {cls.family!r}; load it with "
                 "sidrec.seqmodel.load_generator(folder), which picks the class from config.json"
             )
-        config = T5Config.from_dict(raw)
-        model = cls(config)
+        try:
+            config = T5Config.from_dict(raw)
+            model = cls(config)
+        except (TypeError, ValueError, KeyError, ZeroDivisionError) as e:
+            raise ValueError(f"{folder / CONFIG_FILE} does not describe a valid generator ({e}); {retrain}") from e
         if SemanticIdVocab.load(folder) != model.vocab:
             raise ValueError(f"{folder}: vocab.json disagrees with config.json (level_sizes / user buckets)")
-        missing_keys, unexpected = load_model(model, str(folder / WEIGHTS_FILE), strict=False)
+        missing_keys, unexpected = load_safetensors_into(model, folder / WEIGHTS_FILE, strict=False, fix=retrain)
         if unexpected or [k for k in missing_keys if not _is_tied(model, k)]:
             raise ValueError(
                 f"{folder}/{WEIGHTS_FILE} does not match config.json (missing {missing_keys}, unexpected "
