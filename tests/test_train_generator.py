@@ -84,7 +84,9 @@ def test_smoke_run_writes_model_log_and_state(gen_run, tmp_path):
     assert log["best_step"] in (3, 6)
     model = SemanticIdGenerator.from_pretrained(run / "generator")
     assert model.max_items == 5 and model.vocab.num_user_buckets == 16
-    assert sorted(p.name for p in (run / "generator_state").iterdir()) == ["step-00000003", "step-00000006"]
+    (states,) = (run / "generator_state").iterdir()  # one folder per training run, named by its id
+    assert states.name == log["run_id"]
+    assert sorted(p.name for p in states.iterdir()) == ["run.json", "step-00000003", "step-00000006"]
     # the examples cache was written once and is reused
     assert len(list((run / "generator_cache").iterdir())) == 1
 
@@ -140,7 +142,8 @@ def test_resume_mid_epoch_matches_uninterrupted(gen_run, tmp_path, family):
     main(["--run", str(full), *base, "--max-steps", "12"])
     part = _fresh(gen_run, tmp_path, "part")
     main(["--run", str(part), *base, "--max-steps", "11"])  # interrupted one step after the step-10 state
-    progress = json.loads((part / "generator_state" / "step-00000010" / "progress.json").read_text())
+    (state,) = (part / "generator_state").glob("*/step-00000010")
+    progress = json.loads((state / "progress.json").read_text())
     assert (progress["epoch"], progress["batch_in_epoch"]) == (1, 3)
     main(["--run", str(part), *base, "--max-steps", "12", "--resume"])
     a, b = _weights(full), _weights(part)

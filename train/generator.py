@@ -8,21 +8,27 @@ loop for both: accelerate (DDP, mixed precision, accumulation), validation of Re
 split with trie-constrained beam search every ``eval_every`` steps (metrics gathered over processes; for a
 dense head, the hybrid weight that scores best is chosen there), the best model kept in ``RUN/generator/``,
 early stopping after ``patience`` validations without a gain, a time budget, and the full training state
-in ``RUN/generator_state/step-N/`` every ``save_every`` steps (``--resume`` continues from the newest one,
-mid-epoch). The test split is never touched here.
+in ``RUN/generator_state/<run_id>/step-N/`` every ``save_every`` steps (``--resume [RUN_ID]`` continues the
+newest run, or the one named, from its newest state, mid-epoch; see ``sidrec.train.states``). The test
+split is never touched here.
+
+Run folders are not overwritten by accident: a new run refuses when ``RUN/generator`` or another run's
+states exist, unless given ``--overwrite`` (other runs' states are kept either way); ``--resume`` refuses
+a changed config (except budgets and logging: ``RESUME_FREE_FIELDS``) unless told ``--keep-saved-config``,
+and a dataset or tokenizer that changed since the run started. The saved model records its provenance
+(dataset fingerprint, semantic-ID table fingerprint, run id) in ``config.json``; every loader checks it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,15 +36,22 @@ from torch.utils.data import DataLoader
 
 from sidrec.train.common import (
     finish,
-    latest_state,
     make_accelerator,
     parse_run_args,
     prune_states,
     setup_logging,
     state_dir_name,
 )
-from sidrec.train.generator_tasks import TaskContext, build_task
-from sidrec.utils import atomic_write_json, config_to_dict
+from sidrec.train.generator_tasks import TASKS, TaskContext, build_task
+from sidrec.train.states import TrainingPlan, new_run_id, plan_new_run, plan_resume, write_run_meta
+from sidrec.utils import Choice, Range, atomic_write_json, config_to_dict, read_json, validate_config
+from sidrec.utils.config import Rule
+from sidrec.utils.provenance import (
+    GENERATOR_PROVENANCE_ATTR,
+    check_dataset,
+    check_table,
+    stage_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,18 @@ __all__ = ["GeneratorTrainConfig", "evaluate_generator", "load_item_codes", "loa
 STATE_DIR = "generator_state"
 MODEL_DIR = "generator"
 LOG_FILE = "training.json"
+
+#: fields ``--resume`` may change: budgets, validation cadence, logging (the saved states do not depend on them)
+RESUME_FREE_FIELDS = ("max_steps", "epochs", "max_minutes", "patience", "eval_every", "eval_at_minutes", "save_every",
+                      "keep_states", "log_every", "tensorboard", "torch_threads", "eval_batch_size")
+
+
+def t5_activations() -> list[str]:
+    """What T5Config accepts as ``feed_forward_proj``: an activation ``ACT`` or ``gated-ACT``."""
+    from transformers.activations import ACT2FN
+
+    plain = sorted(a for a in ACT2FN if "-" not in a)
+    return ["relu", "gated-gelu", *(a for a in plain if a != "relu"), *(f"gated-{a}" for a in plain if a != "gelu")]
 
 
 @dataclass
@@ -126,6 +151,21 @@ class GeneratorTrainConfig:
     torch_threads: int = 0
     seed: int = 0
 
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "family": Choice(provider=lambda: sorted(TASKS)), "d_model": Range(1), "num_layers": Range(1),
+        "num_decoder_layers": Range(1), "num_heads": Range(1), "d_kv": Range(1), "d_ff": Range(1),
+        "dropout": Range(0, 1, hi_open=True), "feed_forward_proj": Choice(provider=t5_activations),
+        "max_items": Range(1), "user_buckets": Range(0), "id_min_count": Range(0),
+        "id_dropout": Range(0, 1, hi_open=True), "dense_weight": Range(0), "distill_weight": Range(0),
+        "hybrid_weights": Range(0), "lr": Range(0, lo_open=True), "weight_decay": Range(0), "warmup_steps": Range(0),
+        "batch_size": Range(1), "grad_accum": Range(1), "max_grad_norm": Range(0),
+        "mixed_precision": Choice(("no", "bf16", "fp16")), "max_steps": Range(0), "epochs": Range(0),
+        "max_minutes": Range(0), "eval_every": Range(0), "eval_at_minutes": Range(0), "valid_max_users": Range(0),
+        "eval_batch_size": Range(1),
+        "beam_size": Range(10), "patience": Range(0), "save_every": Range(0), "keep_states": Range(1),
+        "log_every": Range(1), "torch_threads": Range(0), "seed": Range(0),
+    }
+
     def validate(self) -> None:
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("set max_steps or epochs (> 0); both 0 would train forever")
@@ -142,14 +182,17 @@ class GeneratorTrainConfig:
 
 
 # ---------------------------------------------------------------------------------------- inputs
-def load_tokenizer(run: Path, item_ids: Sequence[str]):
-    """``RUN/tokenizer``, checked against the dataset's items (same ids, same order)."""
+def load_tokenizer(run: Path, item_ids: Sequence[str], *, dataset_fingerprint: str | None = None):
+    """``RUN/tokenizer``, checked against the dataset's items (same ids, same order) and, when given, the
+    dataset fingerprint it recorded."""
     from sidrec.tokenizer.semantic_ids import SemanticIdTokenizer
 
     folder = run / "tokenizer"
     if not folder.is_dir():
         raise ValueError(f"{folder} not found; train the tokenizer first: python -m sidrec.train.tokenizer --run {run}")
     tokenizer = SemanticIdTokenizer.from_pretrained(folder)
+    check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(folder), dataset=f"{run}/dataset",
+                  fix=f"sidrec tokenize --run {run} --overwrite")
     if list(tokenizer.item_ids) != list(item_ids):
         raise ValueError(
             f"{folder} was trained on another catalog than {run}/dataset ({len(tokenizer.item_ids)} vs "
@@ -290,6 +333,7 @@ def _rank_weight_digests(accelerator, model) -> list[int]:
 
 
 def _save_state(accelerator, root: Path, progress: Progress, keep: int) -> None:
+    """Save the state after ``progress.step`` into ``root`` (this run's own folder) and prune only there."""
     folder = root / state_dir_name(progress.step)
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
@@ -306,6 +350,32 @@ def _synced_flags(accelerator, *flags: bool) -> list[bool]:
     values = [float(f) if accelerator.is_main_process else 0.0 for f in flags]
     total = accelerator.reduce(torch.tensor(values, device=accelerator.device), reduction="sum")
     return [bool(v > 0) for v in total.tolist()]
+
+
+def _plan(cfg: GeneratorTrainConfig, run: Path, accelerator, *, inputs: dict[str, Any], resume: bool,
+          resume_id: str | None, overwrite: bool, keep_saved_config: bool,
+          explicit_fields: Sequence[str] | frozenset[str] | None) -> TrainingPlan:
+    """Which run this command trains (new or resumed, see ``sidrec.train.states``); the same on every rank."""
+    state_root, model_dir = run / STATE_DIR, run / MODEL_DIR
+    restart = f"start a new run with these settings: sidrec train --run {run} --overwrite (the saved states are kept)"
+
+    def check_inputs(recorded: dict[str, Any], run_id: str) -> None:
+        where = f"run {run_id} ({state_root / run_id}/run.json)"
+        check_dataset(recorded.get("dataset_fingerprint"), inputs["dataset_fingerprint"], stage=where,
+                      dataset=f"{run}/dataset", fix=restart)
+        check_table(recorded.get("semantic_ids"), inputs["item_ids"], inputs["codes"], recorded_by=where,
+                    table=f"{run}/tokenizer", fix=f"the tokenizer was refitted since the run started; {restart}")
+
+    recorded_inputs = {k: inputs[k] for k in ("dataset_fingerprint", "semantic_ids")}
+    if resume:
+        return plan_resume(state_root, cfg, run_id=resume_id, model_dir=model_dir, overwrite=overwrite,
+                           inputs=recorded_inputs, free_fields=RESUME_FREE_FIELDS, keep_saved_config=keep_saved_config,
+                           check_inputs=check_inputs, restart=restart, explicit_fields=explicit_fields)
+    from accelerate.utils import broadcast_object_list
+
+    run_id = broadcast_object_list([new_run_id()])[0] if accelerator.num_processes > 1 else new_run_id()
+    return plan_new_run(state_root, cfg, model_dir=model_dir, overwrite=overwrite, inputs=recorded_inputs,
+                        resume_hint="--resume", run_id=run_id)
 
 
 class _LossMeter:
@@ -326,8 +396,17 @@ class _LossMeter:
         return means
 
 
-def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train per ``cfg`` on ``run``; returns the training log (also written to ``RUN/generator/training.json``)."""
+def train_generator(
+    cfg: GeneratorTrainConfig, run: Path, *, resume: bool = False, resume_id: str | None = None,
+    overwrite: bool = False, keep_saved_config: bool = False, explicit_fields: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Train per ``cfg`` on ``run``; returns the training log (also written to ``RUN/generator/training.json``).
+
+    ``resume``: continue run ``resume_id`` (None: the newest) from its newest state; ``overwrite``: allow
+    replacing ``RUN/generator`` (a new run beside other runs' states, or a resumed run that did not make the
+    current model); ``keep_saved_config``: on resume, take the run's saved values for fields that differ
+    (budgets too, unless named in ``explicit_fields``: the fields given on the command line).
+    """
     from accelerate import skip_first_batches
     from tqdm.auto import tqdm
 
@@ -335,6 +414,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
     from sidrec.decoding import CatalogTrie
 
     run = Path(run)
+    validate_config(cfg)  # ranges and allowed values, before anything is built
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     accelerator = make_accelerator(
@@ -345,7 +425,19 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
     if cfg.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {accelerator.num_processes} processes")
     dataset = PreparedDataset.load(run)
-    tokenizer = load_tokenizer(run, dataset.item_ids)
+    dataset_fingerprint = dataset.fingerprint()
+    tokenizer = load_tokenizer(run, dataset.item_ids, dataset_fingerprint=dataset_fingerprint)
+    inputs = {"dataset_fingerprint": dataset_fingerprint, "semantic_ids": tokenizer.table_record(),
+              "item_ids": tokenizer.item_ids, "codes": tokenizer.codes}
+    plan = _plan(cfg, run, accelerator, inputs=inputs, resume=resume, resume_id=resume_id, overwrite=overwrite,
+                 keep_saved_config=keep_saved_config, explicit_fields=explicit_fields)
+    cfg = plan.cfg
+    if accelerator.is_main_process:
+        write_run_meta(plan)
+    accelerator.wait_for_everyone()
+    logger.info("training run %s (states in %s)", plan.run_id, plan.state_dir)
+    provenance = {"dataset_fingerprint": dataset_fingerprint, "semantic_ids": inputs["semantic_ids"],
+                  "train_run_id": plan.run_id}
     task = build_task(TaskContext(cfg=cfg, run=run, dataset=dataset, tokenizer=tokenizer, accelerator=accelerator))
     item_codes = np.asarray(tokenizer.codes, dtype=np.int64)
     split = dataset.eval_split("valid").sample(cfg.valid_max_users or None, seed=0)
@@ -364,14 +456,18 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
                 "%d process(es)", cfg.family, task.num_examples, len(split), dataset.num_items,
                 accelerator.unwrap_model(model).vocab.vocab_size, n_params / 1e6, accelerator.num_processes)
 
-    state_root = run / STATE_DIR
     progress = Progress(history=[], loss_curve=[])
-    if resume:
-        latest = latest_state(state_root)
-        if latest is None:
-            raise ValueError(f"--resume: no saved state under {state_root}; start without --resume")
-        accelerator.load_state(str(latest))
-        progress = Progress(**json.loads((latest / "progress.json").read_text()))
+    if plan.resume_from is not None:
+        latest = plan.resume_from
+        fix = f"delete {latest} to resume from the state before it, or start a new run (--overwrite)"
+        try:
+            progress = Progress(**read_json(latest / "progress.json", fix=fix))
+        except TypeError as e:
+            raise ValueError(f"{latest / 'progress.json'} does not hold a training position ({e}); {fix}") from e
+        try:
+            accelerator.load_state(str(latest))
+        except Exception as e:  # truncated or foreign files: name the state folder, not torch's internals
+            raise ValueError(f"{latest}: cannot load the saved state ({type(e).__name__}: {e}); {fix}") from e
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", latest, progress.step, progress.epoch,
                     progress.batch_in_epoch)
     if cfg.tensorboard:
@@ -408,6 +504,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
                 best.config.beam_size = cfg.beam_size  # inference decodes with the beam it was validated with
                 if "hybrid_weight" in metrics:
                     best.config.hybrid_weight = metrics["hybrid_weight"]  # chosen on VALID, used at inference
+                setattr(best.config, GENERATOR_PROVENANCE_ATTR, stage_record(**provenance, step=progress.step))
                 best.save_pretrained(run / MODEL_DIR)
         else:
             progress.bad_evals += 1
@@ -458,7 +555,7 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
                     logger.info("early stop: %d validations without an NDCG@10 gain", progress.bad_evals)
                     stop = True
             if cfg.save_every > 0 and progress.step % cfg.save_every == 0:
-                _save_state(accelerator, state_root, progress, cfg.keep_states)
+                _save_state(accelerator, plan.state_dir, progress, cfg.keep_states)
             if out_of_time and not stop:
                 logger.info("time budget: %.1f min of training reached at step %d", cfg.max_minutes, progress.step)
                 stop = True
@@ -475,7 +572,8 @@ def train_generator(cfg: GeneratorTrainConfig, run: Path, *, resume: bool = Fals
     digests = _rank_weight_digests(accelerator, model)
     if len(set(digests)) != 1:
         logger.warning("ranks ended with different weights (digests %s)", digests)
-    log = {"config": config_to_dict(cfg), "best_step": progress.best_step, "best_ndcg@10": progress.best_ndcg,
+    log = {"run_id": plan.run_id, "provenance": provenance, "config": config_to_dict(cfg),
+           "best_step": progress.best_step, "best_ndcg@10": progress.best_ndcg,
            "steps": progress.step, "epochs_done": progress.epoch, "train_seconds": round(progress.train_seconds, 1),
            "processes": accelerator.num_processes, "rank_weight_digests": digests, "examples": task.num_examples,
            "history": progress.history, "loss_curve": progress.loss_curve}
@@ -496,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the semantic-ID generator on RUN (needs RUN/dataset and RUN/tokenizer).",
         default_config="generator/cpu-small",
     )
-    train_generator(args.config, args.run, resume=args.resume)
+    train_generator(args.config, args.run, resume=args.resume, resume_id=args.resume_id, overwrite=args.overwrite,
+                    keep_saved_config=args.keep_saved_config, explicit_fields=args.explicit_fields)
     return 0
 
 
