@@ -52,27 +52,38 @@ class GeneratorScorer:
         self.device = torch.device(device)
         self.mode = mode
         self.name = "generator" if mode == "default" else f"generator ({mode} only)"
+        self.table: dict | None = None  # the tokenizer table's row count and fingerprint (from_run)
         if model.vocab.num_user_buckets > 0 and user_ids is None:
             raise ValueError("this generator uses user tokens; pass the dataset's user_ids")
 
     @classmethod
     def from_run(
-        cls, run: str | os.PathLike, *, item_ids: list[str], user_ids: list[str] | None = None, **kwargs
+        cls, run: str | os.PathLike, *, item_ids: list[str], user_ids: list[str] | None = None,
+        dataset_fingerprint: str | None = None, **kwargs
     ) -> GeneratorScorer:
-        """Load ``RUN/generator`` (any family) and ``RUN/tokenizer``; checks both cover this catalog."""
-        from sidrec.seqmodel import check_item_table, load_generator
+        """Load ``RUN/generator`` (any family) and ``RUN/tokenizer``; checks both cover this catalog and, by
+        their provenance, were built from this dataset (``dataset_fingerprint``) and from each other."""
+        from sidrec.seqmodel import check_generator_provenance, check_item_table, load_generator
         from sidrec.tokenizer import SemanticIdTokenizer
+        from sidrec.utils.provenance import check_dataset
 
         run = Path(run)
         tokenizer = SemanticIdTokenizer.from_pretrained(run / "tokenizer")
+        check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(run / "tokenizer"),
+                      dataset=str(run / "dataset"), fix=f"sidrec tokenize --run {run} --overwrite")
         if list(tokenizer.item_ids) != list(item_ids):
             raise ValueError(
                 f"{run / 'tokenizer'} was fitted on another catalog than {run / 'dataset'} "
                 "(item ids differ); retrain the tokenizer on this run"
             )
         model = load_generator(run / "generator")
+        check_generator_provenance(model, tokenizer, generator_dir=run / "generator",
+                                   tokenizer_dir=run / "tokenizer", dataset_fingerprint=dataset_fingerprint,
+                                   dataset_dir=run / "dataset", rerun=f"sidrec train --run {run} --overwrite")
         check_item_table(model, tokenizer.codes, where=str(run))
-        return cls(model=model, tokenizer=tokenizer, user_ids=user_ids, **kwargs)
+        scorer = cls(model=model, tokenizer=tokenizer, user_ids=user_ids, **kwargs)
+        scorer.table = tokenizer.table_record()
+        return scorer
 
     def variant(self, mode: str) -> GeneratorScorer:
         """The same model, trie and settings, ranking with another ``mode``."""

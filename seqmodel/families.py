@@ -8,6 +8,7 @@ for a family with a dense head, ``dense_scores`` and ``config.hybrid_weight``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from sidrec.seqmodel.item_model import ItemLevelGenerator
 from sidrec.seqmodel.model import CONFIG_FILE, SemanticIdGenerator
 from sidrec.utils import read_json
 
-__all__ = ["GENERATOR_FAMILIES", "check_item_table", "load_generator"]
+__all__ = ["GENERATOR_FAMILIES", "check_generator_provenance", "check_item_table", "load_generator"]
+
+logger = logging.getLogger(__name__)
 
 GENERATOR_FAMILIES: dict[str, type[SemanticIdGenerator]] = {
     SemanticIdGenerator.family: SemanticIdGenerator,
@@ -59,3 +62,26 @@ def check_item_table(model, codes: np.ndarray, *, where: str) -> None:
             f"({own.shape[0]} vs {len(codes)} items, codes differ); retrain the generator "
             "(`sidrec train --run RUN`) after refitting the tokenizer"
         )
+
+
+def check_generator_provenance(
+    model, tokenizer, *, generator_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, rerun: str,
+    dataset_fingerprint: str | None = None, dataset_dir: str | os.PathLike | None = None,
+) -> None:
+    """The generator's recorded inputs (``config.json`` ``sidrec_provenance``) against the tokenizer's table
+    (its recorded rows must be unchanged; rows appended later, cold-start items, are fine) and, in a run
+    folder, the dataset fingerprint. ``ProvenanceError`` naming both fingerprints and ``rerun``.
+    """
+    from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR, check_dataset, check_table
+
+    record = getattr(model.config, GENERATOR_PROVENANCE_ATTR, None)
+    if not isinstance(record, dict):
+        logger.warning("%s records no provenance (trained by an older sidrec): its semantic IDs are not checked "
+                       "against %s", generator_dir, tokenizer_dir)
+        return
+    check_dataset(record.get("dataset_fingerprint"), dataset_fingerprint, stage=str(generator_dir),
+                  dataset=str(dataset_dir), fix=rerun)
+    check_table(record.get("semantic_ids"), tokenizer.item_ids, tokenizer.codes,
+                recorded_by=f"{generator_dir}/config.json", table=f"{tokenizer_dir}/semantic_ids.tsv",
+                fix=f"retrain the generator on this tokenizer (`{rerun}`) or restore the tokenizer it was trained with",
+                exact=False)

@@ -237,7 +237,7 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
         try:
             config = T5Config.from_dict(raw)
             model = cls(config)
-        except (TypeError, ValueError, KeyError, ZeroDivisionError) as e:
+        except Exception as e:  # transformers' config validators raise their own types (not ValueError)
             raise ValueError(f"{folder / CONFIG_FILE} does not describe a valid generator ({e}); {retrain}") from e
         if SemanticIdVocab.load(folder) != model.vocab:
             raise ValueError(f"{folder}: vocab.json disagrees with config.json (level_sizes / user buckets)")

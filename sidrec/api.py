@@ -4,11 +4,17 @@ A recommender is three things that rebuild themselves from folders: the semantic
 (``tokenizer/``: quantizer + item <-> code table), the generator (``generator/``: T5 config, weights,
 vocab; any family, picked from its config) and the catalog titles (``catalog.jsonl``). The catalog trie
 is built from the tokenizer's table at load time. No training data is needed.
+
+Loading checks that the three belong together: the generator's recorded semantic-ID table must be the
+tokenizer's (rows added later by ``add_items`` are fine), the catalog must list exactly the tokenizer's
+items, and in a run folder (one with ``dataset/``) both must have been built from that dataset. Saving
+records the current table, so a folder saved after ``add_items``/``remove_items`` loads again.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,8 +25,10 @@ import torch
 
 from sidrec.data import CATALOG_FILE, load_catalog, save_catalog
 from sidrec.decoding import CatalogTrie, recommend_topk
-from sidrec.seqmodel import SemanticIdGenerator, check_item_table, load_generator
+from sidrec.seqmodel import SemanticIdGenerator, check_generator_provenance, check_item_table, load_generator
 from sidrec.tokenizer import SemanticIdTokenizer
+from sidrec.utils import atomic_dir
+from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR, check_dataset, run_dataset_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +89,18 @@ class Recommender:
                 )
         tokenizer = SemanticIdTokenizer.from_pretrained(path / "tokenizer")
         model = load_generator(path / "generator")
+        dataset_fingerprint = run_dataset_fingerprint(path)  # None for a released folder (no dataset/)
+        check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(path / "tokenizer"),
+                      dataset=str(path / "dataset"), fix=f"sidrec tokenize --run {path} --overwrite")
+        check_generator_provenance(model, tokenizer, generator_dir=path / "generator", tokenizer_dir=path / "tokenizer",
+                                   dataset_fingerprint=dataset_fingerprint, dataset_dir=path / "dataset",
+                                   rerun=f"sidrec train --run {path} --overwrite")
         check_item_table(model, tokenizer.codes, where=str(path))
         titles: list[str | None] = [None] * tokenizer.num_items
         removed: list[str] = []
         if (path / CATALOG_FILE).is_file():
             ids, cat_titles, removed = load_catalog(path / CATALOG_FILE)
+            _check_catalog(path / CATALOG_FILE, ids, tokenizer)
             by_id = dict(zip(ids, cat_titles, strict=True))
             titles = [by_id.get(i) for i in tokenizer.item_ids]
         else:
@@ -96,10 +111,17 @@ class Recommender:
         return rec
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl)."""
+        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl).
+
+        The generator's provenance records the current semantic-ID table (grown by ``add_items``).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(path / "tokenizer")
+        with atomic_dir(path / "tokenizer") as tmp:
+            self.tokenizer.save_pretrained(tmp)
+        record = dict(getattr(self.model.config, GENERATOR_PROVENANCE_ATTR, None) or {})
+        record["semantic_ids"] = self.tokenizer.table_record()
+        setattr(self.model.config, GENERATOR_PROVENANCE_ATTR, record)
         self.model.save_pretrained(path / "generator")
         removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.trie.active)]
         save_catalog(path / CATALOG_FILE, self.tokenizer.item_ids, self.titles, removed)
@@ -184,10 +206,14 @@ class Recommender:
         ``on_unknown``: ``"error"`` (default) or ``"skip"`` unknown item ids, with a count in the log.
         ``user_ids``: only used by generators trained with user tokens (TIGER's user hashing).
         """
+        if isinstance(history, str | bytes):
+            raise ValueError(f"history is a single string ({history!r}); pass a list of item ids, oldest first "
+                             f"(e.g. [{history!r}]), or a list of such lists")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a whole number >= 1, got {k!r}")
+        k = int(k)
         single = len(history) == 0 or isinstance(history[0], str | int)
         histories = [list(history)] if single else [list(h) for h in history]
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
         indices = self._to_indices(histories, on_unknown)
         if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
@@ -202,3 +228,24 @@ class Recommender:
             for row_items, row_scores in zip(items.tolist(), scores.tolist(), strict=True)
         ]
         return results[0] if single else results
+
+
+def _check_catalog(path: Path, ids: Sequence[str], tokenizer: SemanticIdTokenizer) -> None:
+    """The catalog lists exactly the tokenizer's items (a missing or extra row means the two were mixed up)."""
+    if list(ids) == list(tokenizer.item_ids):
+        return
+    have, want = set(ids), set(tokenizer.item_ids)
+    missing, extra = [i for i in tokenizer.item_ids if i not in have], [i for i in ids if i not in want]
+    if not missing and not extra and len(ids) == len(want):
+        return  # the same items in another order: titles are looked up by id
+    parts = []
+    if missing:
+        parts.append(f"lacks {len(missing)} of the tokenizer's items (e.g. {missing[0]!r})")
+    if extra:
+        parts.append(f"lists {len(extra)} items the tokenizer does not know (e.g. {extra[0]!r})")
+    if not parts:
+        parts.append(f"lists some items twice ({len(ids)} rows for {len(want)} items)")
+    raise ValueError(
+        f"{path} {' and '.join(parts)}: it belongs to another catalog than {path.parent / 'tokenizer'}; "
+        "save both with Recommender.save_pretrained, or rerun `sidrec prepare` and the stages after it"
+    )

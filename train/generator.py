@@ -470,6 +470,10 @@ def train_generator(
             raise ValueError(f"{latest}: cannot load the saved state ({type(e).__name__}: {e}); {fix}") from e
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", latest, progress.step, progress.epoch,
                     progress.batch_in_epoch)
+        if not plan.keeps_best:
+            logger.info("%s does not hold run %s's best model; the next validation saves this run's model",
+                        run / MODEL_DIR, plan.run_id)
+            progress.best_ndcg, progress.best_step, progress.bad_evals = -1.0, -1, 0
     if cfg.tensorboard:
         accelerator.init_trackers("generator", config=config_to_dict(cfg))
 
@@ -566,8 +570,8 @@ def train_generator(
             progress.epoch += 1
             progress.batch_in_epoch = 0
     bar.close()
-    if not progress.history or progress.history[-1]["step"] != progress.step:
-        validate_and_keep()
+    if not progress.history or progress.history[-1]["step"] != progress.step or progress.best_step < 0:
+        validate_and_keep()  # the final model is always validated, and the model folder always holds one
     progress.train_seconds += time.perf_counter() - tick
     digests = _rank_weight_digests(accelerator, model)
     if len(set(digests)) != 1:

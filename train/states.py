@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,13 @@ LEGACY_RUN_ID = "legacy"
 
 
 def new_run_id() -> str:
-    """UTC start time plus 6 random hex digits: unique, and sorted by start time."""
+    """UTC start time plus 6 random hex digits: unique, and sorted by start time (to the second)."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _now() -> str:
+    """UTC time to the microsecond (``run.json`` ``started``: orders runs started within one second)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -81,6 +87,9 @@ class TrainingPlan:
     cfg: Any
     meta: dict[str, Any]
     resume_from: Path | None = None
+    #: the model folder holds this run's best model (False: the next validation must save one, whatever
+    #: the run's best score so far, so that the folder and training.json describe this run)
+    keeps_best: bool = True
 
 
 def write_run_meta(plan: TrainingPlan) -> None:
@@ -132,7 +141,7 @@ def plan_new_run(
                 f"{state_root} holds the saved states of {', '.join(r.describe() for r in resumable)}. Continue with "
                 f"{resume_hint} [RUN_ID], or start a new run with --overwrite (their states are kept)"
             )
-    meta = {"run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    meta = {"run_id": run_id, "started": _now(),
             "config": config_to_dict(cfg), "inputs": inputs, "resumes": []}
     return TrainingPlan(run_id=run_id, state_dir=state_root / run_id, cfg=cfg, meta=meta)
 
@@ -195,16 +204,19 @@ def plan_resume(
             logger.info("resume: changed %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in free.items()))
         meta["config"] = config_to_dict(cfg)
         meta.setdefault("resumes", []).append({
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": state.name,
+            "at": _now(), "from": state.name,
             "changed": {k: [a, b] for k, (a, b) in free.items()},
         })
+    exists = (model_dir / "config.json").is_file()
     owner = _model_run_id(model_dir)
-    if owner is not None and owner != chosen.run_id and not overwrite:
+    if exists and owner is not None and owner != chosen.run_id and not overwrite:
         raise ValueError(
-            f"{model_dir} holds the model of run {owner}, not of run {chosen.run_id}; resuming would replace it at "
-            f"the next better validation. Pass --overwrite to allow that, or resume run {owner}"
+            f"{model_dir} holds the model of run {owner}, not of run {chosen.run_id}; resuming would replace it. "
+            f"Pass --overwrite to allow that, or resume run {owner}"
         )
-    return TrainingPlan(run_id=chosen.run_id, state_dir=chosen.folder, cfg=cfg, meta=meta, resume_from=state)
+    keeps_best = exists and owner in (None, chosen.run_id)  # None: a model from before run ids, kept as before
+    return TrainingPlan(run_id=chosen.run_id, state_dir=chosen.folder, cfg=cfg, meta=meta, resume_from=state,
+                        keeps_best=keeps_best)
 
 
 def _model_run_id(model_dir: Path) -> str | None:
