@@ -158,7 +158,7 @@ def evaluate_run(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     run = Path(run)
     out_dir = Path(out) if out is not None else run / "eval"
-    refuse_existing(run, "evaluate", overwrite=overwrite, outputs=[str(out_dir / "metrics.json")])
+    refuse_existing(run, "evaluate", overwrite=overwrite, outputs=[str((out_dir / "metrics.json").absolute())])
     dataset = PreparedDataset.load(run)
     data = dataset.eval_split(split).sample(max_users, seed=seed)  # random users: file order is not random
     item_counts = dataset.train_item_counts()

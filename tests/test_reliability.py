@@ -563,18 +563,18 @@ def test_sasrec_trained_on_another_dataset_is_refused_by_evaluate(tiny_run, tmp_
         evaluate_run(run, baselines=["sasrec"], generator=False, n_boot=0, max_users=5)
 
 
-def test_evaluate_refuses_to_replace_its_metrics_without_overwrite(trained_run, tmp_path):
-    from sidrec.eval.evaluate import evaluate_run
+def test_evaluate_refuses_to_replace_its_metrics_without_overwrite(run, monkeypatch):
+    from sidrec.eval.evaluate import main
 
-    out = tmp_path / "eval"
-    evaluate_run(trained_run, baselines=["popularity"], generator=False, n_boot=0, max_users=5, out=out)
-    first = (out / "metrics.json").read_bytes()
-    with pytest.raises(ValueError, match=r"metrics.json.*--overwrite"):
-        evaluate_run(trained_run, baselines=["popularity"], generator=False, n_boot=0, max_users=6, out=out)
-    assert (out / "metrics.json").read_bytes() == first
-    result = evaluate_run(trained_run, baselines=["popularity"], generator=False, n_boot=0, max_users=6, out=out,
-                          overwrite=True)
-    assert result["num_users"] == 6
+    monkeypatch.chdir(run.parent)  # a relative --run, as typed
+    args = ["--run", run.name, "--baselines", "popularity", "--no-generator", "--bootstrap", "0"]
+    assert main([*args, "--max-users", "5"]) == 0
+    first = (run / "eval" / "metrics.json").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds the output of `sidrec evaluate` \(.*metrics.json\).*--overwrite"):
+        main([*args, "--max-users", "6"])
+    assert (run / "eval" / "metrics.json").read_bytes() == first
+    assert main([*args, "--max-users", "6", "--overwrite"]) == 0
+    assert json.loads((run / "eval" / "metrics.json").read_text())["num_users"] == 6
 
 
 def test_quickstart_refuses_a_used_folder_before_running_anything(run):

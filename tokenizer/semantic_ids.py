@@ -286,7 +286,7 @@ class SemanticIdTokenizer:
     def from_pretrained(cls, directory: str | os.PathLike) -> SemanticIdTokenizer:
         """Load a folder written by ``save_pretrained`` (e.g. ``RUN/tokenizer``)."""
         d = Path(directory)
-        refit = "refit it: `sidrec tokenize --run RUN --overwrite` (or restore the folder)"
+        refit = f"refit it (`sidrec tokenize --run {d.parent} --overwrite`) or restore the folder"
         for f in ("config.json", "model.safetensors", TABLE_FILE):
             if not (d / f).is_file():
                 raise ValueError(f"{d} has no {f}; train one with `python -m sidrec.train.tokenizer --run RUN`")

@@ -43,7 +43,14 @@ from sidrec.train.common import (
     state_dir_name,
 )
 from sidrec.train.generator_tasks import TASKS, TaskContext, build_task
-from sidrec.train.states import TrainingPlan, new_run_id, plan_new_run, plan_resume, write_run_meta
+from sidrec.train.states import (
+    LEGACY_RUN_ID,
+    TrainingPlan,
+    new_run_id,
+    plan_new_run,
+    plan_resume,
+    write_run_meta,
+)
 from sidrec.utils import Choice, Range, atomic_write_json, config_to_dict, read_json, validate_config
 from sidrec.utils.config import Rule
 from sidrec.utils.provenance import (
@@ -432,7 +439,7 @@ def train_generator(
     plan = _plan(cfg, run, accelerator, inputs=inputs, resume=resume, resume_id=resume_id, overwrite=overwrite,
                  keep_saved_config=keep_saved_config, explicit_fields=explicit_fields)
     cfg = plan.cfg
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and plan.run_id != LEGACY_RUN_ID:  # legacy states have no run.json
         write_run_meta(plan)
     accelerator.wait_for_everyone()
     logger.info("training run %s (states in %s)", plan.run_id, plan.state_dir)
