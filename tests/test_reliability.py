@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -97,6 +98,22 @@ def test_2_a_new_run_never_prunes_or_resumes_another_runs_states(run):
     assert _train(run, "--resume", first, "--max-steps", "7", "--save-every", "2", "--overwrite") == 0
     log = json.loads((run / "generator" / "training.json").read_text())
     assert log["run_id"] == first and log["steps"] == 7
+
+
+def test_2_states_from_before_run_ids_can_still_be_resumed(run, capsys):
+    shutil.rmtree(run / "generator")
+    assert _train(run, "--overwrite", "--max-steps", "4", "--save-every", "2") == 0
+    root = run / "generator_state"
+    for folder in [p for p in root.iterdir() if p.is_dir()]:  # the old layout: step-N straight under the root
+        for step in folder.glob("step-*"):
+            step.rename(root / step.name)
+        shutil.rmtree(folder)
+    config = run / "generator" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "sidrec_provenance"}))
+    assert _train(run, "--resume", "--max-steps", "6", "--save-every", "2") == 0
+    assert "before run ids existed" in capsys.readouterr().err  # training sets up its own log handler
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000004", "step-00000006"]  # continued in place
+    assert json.loads((run / "generator" / "training.json").read_text())["steps"] == 6
 
 
 # ------------------------------------------------------------------------------------ 3. resume, other config
@@ -417,6 +434,35 @@ def test_13_outputs_follow_the_umask(tmp_path):
     for path in [run, *run.rglob("*")]:
         mode = path.stat().st_mode & 0o777
         assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+#: what the libraries underneath may write outside the run folder: caches with their own redirect variable
+REDIRECTABLE_CACHES = (".cache/matplotlib", ".config/matplotlib",  # MPLCONFIGDIR
+                       ".cache/huggingface",  # HF_HOME
+                       "torchinductor_")  # TORCHINDUCTOR_CACHE_DIR (under TMPDIR by default)
+
+
+def test_13_nothing_outside_the_run_folder_is_written_but_redirectable_caches(run, tmp_path):
+    """prepare, evaluate and recommend in a fresh process whose HOME and TMPDIR are empty folders."""
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    src = write_slice(shared("amazon2014_beauty"), tmp_path / "src", 20)
+    script = f"""
+from sidrec.cli import main
+assert main(["prepare", "--dataset", {str(src)!r}, "--out", {str(tmp_path / "fresh")!r}]) == 0
+assert main(["evaluate", "--run", {str(run)!r}, "--baselines", "popularity", "--bootstrap", "0",
+             "--max-users", "5"]) == 0
+assert main(["recommend", "--run", {str(run)!r}, "--history", {_first_item(run)!r}, "-k", "2"]) == 0
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MPLCONFIGDIR", "HF_HOME", "TORCH"))}
+    env.update(HOME=str(home), TMPDIR=str(tmp), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = [str(p.relative_to(root)) for root in (home, tmp) for p in root.rglob("*") if p.is_file()]
+    assert not [w for w in written if not w.startswith(REDIRECTABLE_CACHES)], written
+    assert (tmp_path / "fresh" / "dataset" / "stats.json").is_file() and (run / "eval" / "metrics.json").is_file()
 
 
 def test_13_reading_the_git_commit_never_writes_the_index(tmp_path):
