@@ -247,6 +247,21 @@ def test_7_invalid_json_names_the_file(run, path):
         sidrec.Recommender.from_pretrained(run)
 
 
+def test_7_damaged_caches_are_rebuilt_not_trusted(run, trained_run, tmp_path, capsys):
+    from sidrec.tokenizer import embed_texts
+
+    for arrow in (run / "generator_cache").rglob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:100])
+    assert _train(run, "--overwrite", "--max-steps", "2") == 0
+    err = capsys.readouterr().err
+    assert "training-example cache" in err and "cannot be read" in err and "rebuilding it" in err
+    texts = ["Title: rose lip balm", "Title: nail polish"]
+    first = embed_texts(texts, cache_dir=tmp_path / "cache", show_progress=False)  # the model is loaded already
+    (entry,) = (tmp_path / "cache").glob("emb-*.npy")
+    entry.write_bytes(entry.read_bytes()[:60])
+    np.testing.assert_allclose(embed_texts(texts, cache_dir=tmp_path / "cache", show_progress=False), first, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------ 8. a string history
 def test_8_a_string_history_is_not_split_into_characters(run):
     rec = sidrec.Recommender.from_pretrained(run)

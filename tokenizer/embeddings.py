@@ -188,11 +188,15 @@ def embed_texts(
         key = embedding_cache_key(texts, model_name=model_name, template=template)
         cache_file = Path(cache_dir) / f"emb-{key[:24]}.npy"
         if cache_file.is_file():
-            emb = np.load(cache_file, allow_pickle=False)
-            if emb.shape[0] == len(texts):
+            try:
+                emb = np.load(cache_file, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:  # a damaged entry is recomputed, not trusted
+                logger.warning("embedding cache entry %s cannot be read (%s); recomputing it", cache_file, e)
+                emb = np.zeros((0, 0), dtype=np.float32)
+            if emb.ndim == 2 and emb.shape[0] == len(texts) and len(texts) > 0:
                 logger.info("embedding cache hit: %s (%d x %d)", cache_file, *emb.shape)
                 return emb
-            logger.warning("ignoring cache entry %s with %d rows for %d texts", cache_file, emb.shape[0], len(texts))
+            logger.warning("ignoring cache entry %s with shape %s for %d texts", cache_file, emb.shape, len(texts))
     model = load_embedding_model(model_name, device=device)
     logger.info("embedding %d texts with %s (batch %d)", len(texts), model_name, batch_size)
     emb = model.encode(
