@@ -568,13 +568,19 @@ def test_a_tab_in_an_item_id_is_refused_by_prepare(tmp_path):
         prepare(read_dataset(_generic(tmp_path / "d", inter, items)))
 
 
-def test_evaluate_beam_size_below_the_list_length_is_an_error(trained_run):
+def test_evaluate_beam_size_below_the_list_length_is_an_error(run):
     from sidrec.eval.evaluate import evaluate_run, main
 
     with pytest.raises(SystemExit):
-        main(["--run", str(trained_run), "--beam-size", "5"])
+        main(["--run", str(run), "--beam-size", "5"])
     with pytest.raises(ValueError, match="beam_size 5 is below the 20 items"):
-        evaluate_run(trained_run, beam_size=5)
+        evaluate_run(run, beam_size=5)
+    # by default the checkpoint's own beam, widened to the list length: what is recorded is what ran
+    config = json.loads((run / "generator" / "config.json").read_text())
+    config["beam_size"] = 10
+    (run / "generator" / "config.json").write_text(json.dumps(config))
+    result = evaluate_run(run, baselines=[], n_boot=0, max_users=5)
+    assert result["config"]["beam_size"] == 20
 
 
 def test_recommend_k_must_be_a_whole_number(run):
