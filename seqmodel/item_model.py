@@ -246,6 +246,25 @@ class ItemLevelGenerator(SemanticIdGenerator):
         return scores.masked_fill(items < 0, float("-inf"))
 
     @torch.no_grad()
+    def user_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, chunk_users: int = 32) -> torch.Tensor:
+        """The user state (the encoder output at the last real item) of each row: ``(B, T) -> (B, D)``.
+
+        Rows are sorted by length and encoded in chunks of ``chunk_users``, each cut to its own longest
+        history (most histories are short; one long row would otherwise make the whole batch pay for
+        its padding). Causal attention makes the result independent of the padding.
+        """
+        lengths = attention_mask.long().sum(1)  # (B,)
+        order = torch.argsort(lengths, stable=True)
+        out = torch.empty(input_ids.shape[0], self.config.d_model, device=input_ids.device)
+        for start in range(0, len(order), chunk_users):
+            rows = order[start : start + chunk_users]
+            width = int(lengths[rows].max().clamp(min=1))
+            ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
+            states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, width, D)
+            out[rows] = self.last_state(states, mask)
+        return out
+
+    @torch.no_grad()
     def dense_scores(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -256,8 +275,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
         was_training = self.training
         self.eval()
         try:
-            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return self.dense_logits(self.last_state(states, attention_mask), items)
+            return self.dense_logits(self.user_states(input_ids, attention_mask), items)
         finally:
             self.train(was_training)
 
