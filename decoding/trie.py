@@ -56,19 +56,38 @@ def _grow_rows(array: np.ndarray, rows: int, fill: int) -> np.ndarray:
     return grown
 
 
-def _unique_keys(keys: np.ndarray, key_range: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(keys, return_inverse=True, return_counts=True)`` for int64 keys in ``[0, key_range)``.
+def _unique_keys(keys: np.ndarray, key_range: int,
+                 by_node: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``np.unique(keys, return_inverse=True, return_counts=True)`` for int64 keys in ``[0, key_range)``,
+    plus the permutation that sorts ``keys`` (None when counted).
 
-    Counts with ``np.bincount`` when the range is small (no sort: the upper levels of a 10M-item build),
-    sorts otherwise.
+    Counts with ``np.bincount`` when the range is small (the upper levels of a 10M-item build), sorts
+    otherwise. ``by_node``: a permutation that sorts the rows by node (the previous level's sort of
+    ``node * C + code``); the keys are then nearly sorted along it and a stable sort finishes them in
+    about linear time.
     """
     if key_range <= min(BINCOUNT_MAX_RANGE, 4 * len(keys) + 1024):
         counts = np.bincount(keys, minlength=key_range)
         uniq = np.flatnonzero(counts)
         rank = np.cumsum(counts > 0) - 1  # (key_range,) position of each key in uniq
-        return uniq, rank[keys], counts[uniq]
-    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    return uniq, inverse.reshape(-1), counts
+        return uniq, rank[keys], counts[uniq], None
+    if by_node is None:
+        perm = np.argsort(keys)
+    else:
+        perm = by_node[np.argsort(keys[by_node], kind="stable")]
+    ordered = keys[perm]
+    first = np.empty(len(keys), dtype=bool)  # (n,) first of a run of equal keys, in sorted order
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    uniq = ordered[first]
+    del ordered
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[perm] = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    counts = np.empty(len(starts), dtype=np.int64)
+    counts[:-1] = starts[1:] - starts[:-1]
+    counts[-1:] = len(keys) - starts[-1:]
+    return uniq, inverse, counts, perm
 
 
 class _DenseLevel:
@@ -147,9 +166,9 @@ class _SparseLevel:
         self.child[pos[found]] = values[found]
         new = ~found
         if new.any():
-            if len(self.keys) == 0:
-                self.keys = keys[new].astype(np.int64)
-                self.child = values[new].astype(np.int32)
+            if len(self.keys) == 0:  # the first edges: take the arrays over (no copy when all are new)
+                self.keys = keys if new.all() else keys[new]
+                self.child = (values if new.all() else values[new]).astype(np.int32, copy=False)
                 self.count = np.zeros(int(new.sum()), dtype=np.int32)
             else:
                 self.keys = np.insert(self.keys, pos[new], keys[new])
@@ -158,8 +177,11 @@ class _SparseLevel:
         self._views = None
 
     def add_counts(self, keys: np.ndarray, delta: np.ndarray) -> None:
+        if keys is self.keys:  # the first build: the level's edges are exactly these keys
+            self.count += delta.astype(np.int32, copy=False)
+            return
         pos, _ = self._find(keys)  # every key is an edge: add_items sets it first
-        self.count[pos] += delta.astype(np.int32)
+        self.count[pos] += delta.astype(np.int32, copy=False)
 
     def _torch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._views is None:
@@ -314,10 +336,13 @@ class CatalogTrie:
         level.reserve(self._num_nodes[t])
         return level
 
-    def _edge_keys(self, t: int, nodes: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Unique edge keys ``node * C_t + code`` of level ``t``, the inverse map and counts per key."""
-        keys = nodes * self.level_sizes[t] + codes
-        return _unique_keys(keys, max(self._num_nodes[t], int(nodes.max()) + 1) * self.level_sizes[t])
+    def _edge_keys(self, t: int, nodes: np.ndarray, codes: np.ndarray,
+                   by_node: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Unique edge keys ``node * C_t + code`` of level ``t``, the inverse map, counts per key and
+        the sorting permutation (see ``_unique_keys``)."""
+        keys = nodes * self.level_sizes[t]
+        keys += codes
+        return _unique_keys(keys, max(self._num_nodes[t], int(nodes.max()) + 1) * self.level_sizes[t], by_node)
 
     def _get(self, t: int, keys: np.ndarray) -> np.ndarray:
         level = self._levels[t]
@@ -339,8 +364,10 @@ class CatalogTrie:
         plans = []  # per level: (unique edge keys, child of each, which are new, items below each)
         nodes = np.zeros(n, dtype=np.int64)  # (n,) node id at the current level
         num_nodes = list(self._num_nodes)
+        perm = None  # rows sorted by the current prefix, when the previous level was sorted
         for t in range(self.num_levels):
-            uniq, inverse, counts = self._edge_keys(t, nodes, new_codes[:, t])
+            uniq, inverse, counts, perm = self._edge_keys(t, nodes, new_codes[:, t], perm)
+            counts = counts.astype(np.int32)
             child = self._get(t, uniq)  # (U,) existing child node / item, -1 if none
             if t < last:
                 new = child < 0
@@ -368,12 +395,19 @@ class CatalogTrie:
                 child = self._num_items + row_of_edge
                 new = np.ones(len(uniq), dtype=bool)  # (re)point every edge at its new item
             plans.append((uniq, child, new, counts))
-        # 2) write: edges, counts, item table
-        for t, (uniq, child, new, counts) in enumerate(plans):
+        del nodes, inverse, perm
+        # 2) write: edges, counts, item table (each level's plan is dropped once written)
+        for t in range(self.num_levels):
+            uniq, child, new, counts = plans[t]
+            plans[t] = None
             self._num_nodes[t] = num_nodes[t]
             level = self._level(t, int(new.sum()))
-            level.set(uniq[new], child[new])
+            if new.all():
+                level.set(uniq, child)
+            else:
+                level.set(uniq[new], child[new])
             level.add_counts(uniq, counts)
+            del uniq, child, new, counts
         indices = self._num_items + np.arange(n, dtype=np.int64)
         self._codes = _grow_rows(self._codes, self._num_items + n, 0)
         self._active = _grow_rows(self._active, self._num_items + n, False)
@@ -398,7 +432,7 @@ class CatalogTrie:
         codes = self._codes[array]
         nodes = np.zeros(len(array), dtype=np.int64)
         for t in range(self.num_levels):
-            uniq, inverse, counts = self._edge_keys(t, nodes, codes[:, t])
+            uniq, inverse, counts, _ = self._edge_keys(t, nodes, codes[:, t])
             self._levels[t].add_counts(uniq, -counts)
             nodes = self._levels[t].get(uniq)[inverse]
         return int(array.size)
