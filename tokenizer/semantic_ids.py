@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load_file, save_file
 
+from sidrec.data.rawio import paused_gc
 from sidrec.tokenizer.base import Quantizer, build_quantizer
 from sidrec.tokenizer.collisions import (
     SPREAD_CANDIDATES,
@@ -125,6 +126,13 @@ class SemanticIdTokenizer:
         config holds the resolved size. A code space too small for the catalog is logged as a warning
         (also in ``stats["code_space_warning"]``).
         """
+        with paused_gc():  # the collision passes and the ID table build millions of small tuples
+            return cls._fit(item_ids=item_ids, embeddings=embeddings, config=config, text_template=text_template,
+                            accelerator=accelerator)
+
+    @classmethod
+    def _fit(cls, *, item_ids: Sequence[str], embeddings: np.ndarray, config: TokenizerConfig,
+             text_template: str, accelerator: Any) -> SemanticIdTokenizer:
         start = time.perf_counter()
         emb = check_embeddings(embeddings, what="item embeddings")
         if len(emb) != len(item_ids):
