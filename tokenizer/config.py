@@ -59,6 +59,8 @@ class TokenizerConfig:
     # k-means trains each level on a seeded sample of this many rows per code (all rows when the catalog
     # is smaller: Beauty's 12,101 items < 128 x 256); encoding then runs in chunks, so the fit's memory is
     # about the embedding matrix plus a fixed amount. null = every row (the pre-sampling behaviour).
+    # Measured at 1M x 384, 512 codes: 128 per code trains in 22 s, 256 (faiss's default) in 46 s, with the
+    # same quality (reconstruction cosine 0.694 vs 0.695, unique share 0.06% vs 0.07% before collisions).
     kmeans_points_per_centroid: int | None = 128
 
     # rq-vae (TIGER): MLP encoder 384 -> hidden -> latent, residual codebooks, mirrored decoder
