@@ -15,8 +15,8 @@ Synthetic data (generated once into ``--data``, reused when the parameters match
 - Embeddings ``--emb-items`` x 384: 2,000 Gaussian clusters (centres N(0, I), noise 0.5 N(0, I)),
   L2-normalised, seed 0.
 
-Measured, each in a fresh child process (peak RSS = the child's ``ru_maxrss``, the kernel's high-water
-mark of its resident memory):
+Measured, each in a fresh child process (peak RSS = the child's ``VmHWM``, the kernel's high-water mark
+of its resident memory):
 
 - ``prepare``: ``sidrec prepare --dataset DIR --out RUN`` (read + filter + split + write RUN/dataset and
   the catalog), at every scale.
@@ -92,7 +92,19 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """High-water mark of this process's resident set (``ru_maxrss``, KiB on Linux)."""
+    """High-water mark of this process's resident set since it started its program.
+
+    ``VmHWM`` of ``/proc/self/status``: Linux's ``ru_maxrss`` would also count the parent's pages that the
+    fork copied before ``exec`` (the parent holds GBs after generating data), ``VmHWM`` belongs to the
+    address space ``exec`` created. ``ru_maxrss`` where ``/proc`` is missing.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -1,7 +1,7 @@
 """Pieces shared by the Amazon readers (2014, 2018, 2023): reviews into a log, metadata, the coverage check.
 
-Reviews are JSON lines; only the user, item and time fields are read (``iter_json_columns``: pyarrow
-blocks, line-by-line ``json`` for exact errors). Each user's reviews are ordered by time, ties in file
+Reviews are JSON lines; only the user, item and time fields are read (``json_columns_fast``: pyarrow
+blocks; ``json_columns_python``: line by line, for exact errors). Each user's reviews are ordered by time, ties in file
 order (the P5/S3-Rec/TIGER convention). Metadata is read line by line and only the items that were
 reviewed are kept (the others are counted).
 """

@@ -1,9 +1,9 @@
 """Streaming reads of raw files: text lines and JSON lines, in bounded memory, with errors for people.
 
-Every error names the file, the line and the fix. Two ways in:
+Every error names the file, the line and the fix. The ways in:
 
-- ``iter_lines``: ``(line number, text)`` of a (possibly gzipped) file, decoded line by line. Used by
-  the line-by-line parsers (metadata, MovieLens) and by the fast paths' fallbacks.
+- ``iter_lines`` / ``iter_json_objects``: ``(line number, text or object)`` of a (possibly gzipped)
+  file, streamed. Used by the line-by-line parsers (metadata, MovieLens) and the fast paths' fallbacks.
 - ``json_columns_fast``: JSON lines parsed by ``pyarrow.json.open_json`` in blocks of ``BLOCK_BYTES``,
   only the requested fields, as pyarrow arrays; it raises ``NotClean`` for anything it cannot vouch
   for, and the caller reads the file again with ``json_columns_python`` (``json.loads`` per line),

@@ -56,15 +56,15 @@ def _grow_rows(array: np.ndarray, rows: int, fill: int) -> np.ndarray:
     return grown
 
 
-def _unique_keys(keys: np.ndarray, key_range: int,
-                 by_node: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def _unique_keys(keys: np.ndarray, key_range: int, by_node: np.ndarray | None = None,
+                 need_inverse: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """``np.unique(keys, return_inverse=True, return_counts=True)`` for int64 keys in ``[0, key_range)``,
     plus the permutation that sorts ``keys`` (None when counted).
 
     Counts with ``np.bincount`` when the range is small (the upper levels of a 10M-item build), sorts
     otherwise. ``by_node``: a permutation that sorts the rows by node (the previous level's sort of
     ``node * C + code``); the keys are then nearly sorted along it and a stable sort finishes them in
-    about linear time.
+    about linear time. ``need_inverse=False`` skips the inverse (None) on the sort path (the last level).
     """
     if key_range <= min(BINCOUNT_MAX_RANGE, 4 * len(keys) + 1024):
         counts = np.bincount(keys, minlength=key_range)
@@ -81,8 +81,10 @@ def _unique_keys(keys: np.ndarray, key_range: int,
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     uniq = ordered[first]
     del ordered
-    inverse = np.empty(len(keys), dtype=np.int64)
-    inverse[perm] = np.cumsum(first) - 1
+    inverse = None
+    if need_inverse:
+        inverse = np.empty(len(keys), dtype=np.int64)
+        inverse[perm] = np.cumsum(first) - 1
     starts = np.flatnonzero(first)
     counts = np.empty(len(starts), dtype=np.int64)
     counts[:-1] = starts[1:] - starts[:-1]
@@ -336,13 +338,14 @@ class CatalogTrie:
         level.reserve(self._num_nodes[t])
         return level
 
-    def _edge_keys(self, t: int, nodes: np.ndarray, codes: np.ndarray,
-                   by_node: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    def _edge_keys(self, t: int, nodes: np.ndarray, codes: np.ndarray, by_node: np.ndarray | None = None,
+                   need_inverse: bool = True) -> tuple[np.ndarray, ...]:
         """Unique edge keys ``node * C_t + code`` of level ``t``, the inverse map, counts per key and
         the sorting permutation (see ``_unique_keys``)."""
         keys = nodes * self.level_sizes[t]
         keys += codes
-        return _unique_keys(keys, max(self._num_nodes[t], int(nodes.max()) + 1) * self.level_sizes[t], by_node)
+        key_range = max(self._num_nodes[t], int(nodes.max()) + 1) * self.level_sizes[t]
+        return _unique_keys(keys, key_range, by_node, need_inverse)
 
     def _get(self, t: int, keys: np.ndarray) -> np.ndarray:
         level = self._levels[t]
@@ -366,7 +369,7 @@ class CatalogTrie:
         num_nodes = list(self._num_nodes)
         perm = None  # rows sorted by the current prefix, when the previous level was sorted
         for t in range(self.num_levels):
-            uniq, inverse, counts, perm = self._edge_keys(t, nodes, new_codes[:, t], perm)
+            uniq, inverse, counts, perm = self._edge_keys(t, nodes, new_codes[:, t], perm, need_inverse=t < last)
             counts = counts.astype(np.int32)
             child = self._get(t, uniq)  # (U,) existing child node / item, -1 if none
             if t < last:
@@ -375,6 +378,8 @@ class CatalogTrie:
                 num_nodes[t + 1] += int(new.sum())
                 nodes = child[inverse]
             else:
+                if inverse is None and ((counts > 1).any() or (child >= 0).any()):  # error paths only
+                    inverse = self._edge_keys(t, nodes, new_codes[:, t])[1]
                 if (counts > 1).any():
                     dup = new_codes[int(np.flatnonzero(counts[inverse] > 1)[0])].tolist()
                     raise ValueError(
@@ -390,8 +395,11 @@ class CatalogTrie:
                         f"(e.g. code {new_codes[i].tolist()} is item {int(child[inverse[i]])}); remove that item "
                         "first or give the new item a distinct collision code"
                     )
-                row_of_edge = np.empty(n, dtype=np.int64)
-                row_of_edge[inverse] = np.arange(n)  # each last-level edge belongs to exactly one new row
+                if perm is not None:  # sorted edges: edge j belongs to row perm[j] (every edge has one row)
+                    row_of_edge = perm
+                else:
+                    row_of_edge = np.empty(n, dtype=np.int64)
+                    row_of_edge[inverse] = np.arange(n)
                 child = self._num_items + row_of_edge
                 new = np.ones(len(uniq), dtype=bool)  # (re)point every edge at its new item
             plans.append((uniq, child, new, counts))
@@ -408,13 +416,13 @@ class CatalogTrie:
                 level.set(uniq[new], child[new])
             level.add_counts(uniq, counts)
             del uniq, child, new, counts
-        indices = self._num_items + np.arange(n, dtype=np.int64)
-        self._codes = _grow_rows(self._codes, self._num_items + n, 0)
-        self._active = _grow_rows(self._active, self._num_items + n, False)
-        self._codes[indices] = new_codes
-        self._active[indices] = True
+        start = self._num_items
+        self._codes = _grow_rows(self._codes, start + n, 0)
+        self._active = _grow_rows(self._active, start + n, False)
+        self._codes[start:start + n] = new_codes
+        self._active[start:start + n] = True
         self._num_items += n
-        return indices
+        return start + np.arange(n, dtype=np.int64)
 
     def remove_items(self, items: np.ndarray | Sequence[int]) -> int:
         """Take items out of the catalog (out of stock); returns how many were active and got removed.
