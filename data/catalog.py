@@ -34,7 +34,11 @@ def load_catalog(path: str | os.PathLike) -> tuple[list[str], list[str | None], 
     ids: list[str] = []
     titles: list[str | None] = []
     removed: list[str] = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); rerun `sidrec prepare` or save the recommender again") from e
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -232,25 +232,51 @@ class PreparedDataset:
         """Load ``RUN/dataset/`` written by :meth:`save` (``sidrec prepare``)."""
         from datasets import load_from_disk
 
+        from sidrec.utils import read_json
+
         folder = Path(run_dir) / "dataset"
         meta_path = folder / "prepare.json"
         if not meta_path.is_file():
             raise ValueError(
                 f"{folder}: no prepared dataset; run `sidrec prepare --dataset NAME_OR_PATH --out {run_dir}` first"
             )
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
+        redo = f"prepare it again: `sidrec prepare --dataset NAME_OR_PATH --out {run_dir} --overwrite`"
+        meta = read_json(meta_path, fix=redo)
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
             raise ValueError(
-                f"{folder}: prepared with dataset format {meta.get('format_version')}, this sidrec reads "
+                f"{folder}: prepared with dataset format {version}, this sidrec reads "
                 f"{FORMAT_VERSION}; run `sidrec prepare` again"
             )
-        items = load_from_disk(str(folder / "items"))
-        users = load_from_disk(str(folder / "users"))
-        with paused_gc():  # millions of small lists: the collector would re-scan them as they pile up
-            items, users = items.to_dict(), users.to_dict()
-        return cls(
-            name=meta["name"], item_ids=items["item_id"], item_texts=items["text"],
-            item_titles=items["title"], user_ids=users["user_id"],
-            sequences=users["items"], text_template=meta["text_template"],
-            source=meta.get("source", ""),
-        )
+        tables = {}
+        for name in ("items", "users"):
+            try:
+                table = load_from_disk(str(folder / name))
+                with paused_gc():  # millions of small lists: the collector would re-scan them as they pile up
+                    tables[name] = table.to_dict()
+            except Exception as e:  # FileNotFoundError, ArrowInvalid, ...: name the folder, not the library
+                raise ValueError(f"{folder / name} cannot be loaded ({type(e).__name__}: {e}); {redo}") from e
+        items, users = tables["items"], tables["users"]
+        try:
+            dataset = cls(
+                name=meta["name"], item_ids=items["item_id"], item_texts=items["text"],
+                item_titles=items["title"], user_ids=users["user_id"],
+                sequences=users["items"], text_template=meta["text_template"],
+                source=meta.get("source", ""),
+            )
+        except KeyError as e:
+            raise ValueError(f"{folder}: missing column or key {e}; {redo}") from e
+        stats_path = folder / "stats.json"
+        if stats_path.is_file():
+            stats = read_json(stats_path, fix=redo)
+            recorded = stats.get("fingerprint") if isinstance(stats, dict) else None
+            counts = {"items": dataset.num_items, "users": dataset.num_users}
+            wrong = {k: (stats.get(k), v) for k, v in counts.items() if isinstance(stats, dict) and stats.get(k) != v}
+            if wrong:
+                detail = ", ".join(f"{k}: recorded {a}, found {b}" for k, (a, b) in wrong.items())
+                raise ValueError(f"{folder}: the tables disagree with {stats_path} ({detail}); "
+                                 f"the folder was modified or partly replaced; {redo}")
+            if recorded is not None and recorded != (found := dataset.fingerprint()):
+                raise ValueError(f"{folder}: the data hash to fingerprint {found}, but {stats_path} "
+                                 f"records {recorded}; the folder was modified or partly replaced; {redo}")
+        return dataset

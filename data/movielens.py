@@ -12,11 +12,20 @@ from typing import Any
 
 from sidrec.data.generic import PY_CHUNK_ROWS, _find
 from sidrec.data.raw import InteractionLog, RawDataset
-from sidrec.data.rawio import iter_lines
+from sidrec.data.rawio import iter_lines, short
 
 _ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                   "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
                   "Thriller", "War", "Western"]
+
+
+def _timestamp(value: str, path: Path, lineno: int) -> int:
+    """A MovieLens timestamp (integer seconds); ``ValueError`` naming the file and line otherwise."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"{path}, line {lineno}: timestamp {short(value, 40)} is not an integer "
+                         "(seconds since 1970); fix or delete the row") from None
 
 
 def _ratings(path: Path, sep: str, expected: str) -> InteractionLog:
@@ -28,11 +37,7 @@ def _ratings(path: Path, sep: str, expected: str) -> InteractionLog:
         parts = line.split(sep)
         if len(parts) < 4:
             raise ValueError(f"{path}, line {lineno}: expected {expected}")
-        try:
-            times.append(int(parts[3]))
-        except ValueError as e:
-            raise ValueError(f"{path}, line {lineno}: timestamp {parts[3]!r} is not an integer; expected "
-                             f"{expected}") from e
+        times.append(_timestamp(parts[3], path, lineno))
         users.append(parts[0])
         items.append(parts[1])
         if len(users) == PY_CHUNK_ROWS:
@@ -82,5 +87,7 @@ def read_movielens_100k(folder: Path) -> RawDataset:
         flags = parts[-19:]
         genres = [g for g, f in zip(_ML100K_GENRES, flags, strict=False) if f.strip() == "1"]
         title = parts[1] if parts[1] != "unknown" else None
+        if parts[0] in meta:
+            raise ValueError(f"{mpath}, line {lineno}: duplicate movie id {parts[0]!r}; keep one row per movie")
         meta[parts[0]] = {"item_id": parts[0], "title": title, "categories": genres}
     return _finish(log, meta, "ml-100k", folder, rpath, mpath)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +14,8 @@ import pyarrow.compute as pc
 from sidrec.data.dataset import FlatSequences, PreparedDataset
 from sidrec.data.raw import RawDataset
 from sidrec.data.rawio import paused_gc
-from sidrec.data.text import DEFAULT_TEMPLATE, render_item_text, validate_template
+from sidrec.data.text import DEFAULT_TEMPLATE, render_item_text, template_fields, validate_template
+from sidrec.utils.config import Range, Rule, Text
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ class PrepareConfig:
     min_user_count: int = 0
     min_item_count: int = 0
     text_template: str = DEFAULT_TEMPLATE
+
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "min_user_count": Range(0), "min_item_count": Range(0), "text_template": Text(),
+    }
 
     def validate(self) -> None:
         if self.min_user_count < 0 or self.min_item_count < 0:
@@ -71,8 +78,11 @@ def prepare(raw: RawDataset, config: PrepareConfig | None = None) -> tuple[Prepa
 
 
 def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDataset, dict[str, int]]:
+    from sidrec.utils.config import validate_config
+
     config = config or PrepareConfig()
-    config.validate()
+    validate_config(config)
+    _check_template_fields(raw, config.text_template)
     users, items = raw.user_codes, raw.item_codes  # (n,) grouped by user, users 0..U-1 in order
     n_users0, n_inter0 = len(raw.user_vocab), raw.num_interactions
     keep = np.ones(n_inter0, dtype=bool)
@@ -107,6 +117,7 @@ def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDat
     offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
     np.cumsum(lengths[kept_users], out=offsets[1:])
     sequences = FlatSequences(flat, offsets)  # lists are built on access: 240 MB at 30M, not 1.2 GB
+    _check_item_ids(raw, item_ids)
     texts = [render_item_text(raw.item_meta[i], config.text_template) for i in item_ids]
     titles = [_title(raw.item_meta[i]) for i in item_ids]
     dataset = PreparedDataset(
@@ -126,9 +137,53 @@ def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDat
         logger.info("%d item(s) in the metadata have no kept interaction and are not in the catalog",
                     dropped["items_without_interactions"])
     n_no_text = sum(1 for t in texts if not t)
+    if n_no_text == len(texts):
+        raise ValueError(
+            f"{raw.source or raw.name}: no item has text under the template {config.text_template!r} (its fields "
+            f"{template_fields(config.text_template)} are empty for all {len(texts)} items); use fields the item "
+            f"metadata has: {', '.join(_metadata_fields(raw)) or '(none)'}"
+        )
     if n_no_text:
         logger.warning("%d item(s) have no text in any template field; they stay in the catalog", n_no_text)
     return dataset, dropped
+
+
+def _metadata_fields(raw: RawDataset) -> list[str]:
+    """Every field name that some item's metadata holds (besides ``item_id``)."""
+    names: set[str] = set()
+    for meta in raw.item_meta.values():
+        names.update(meta)
+    names.discard("item_id")
+    return sorted(names)
+
+
+def _check_template_fields(raw: RawDataset, template: str) -> None:
+    """A field a custom template names must exist in some item's metadata (a typo would leave items textless).
+
+    The default template names fields (brand, price, ...) that many datasets lack; its segments are skipped
+    quietly, so only a template the user gave is checked.
+    """
+    if template == DEFAULT_TEMPLATE:
+        return
+    known = _metadata_fields(raw)
+    unknown = [f for f in template_fields(template) if f not in known]
+    if unknown:
+        hints = [f"{u!r} -> {m[0]!r}" for u in unknown if (m := difflib.get_close_matches(u, known, n=1))]
+        did = f" Did you mean {', '.join(hints)}?" if hints else ""
+        raise ValueError(
+            f"text template field(s) {', '.join(repr(u) for u in unknown)} appear in no item of "
+            f"{raw.source or raw.name}.{did} Fields the item metadata has: {', '.join(known) or '(none)'}"
+        )
+
+
+def _check_item_ids(raw: RawDataset, item_ids: list[str]) -> None:
+    """Item ids go into tab-separated tables (``semantic_ids.tsv``): no tab, newline or carriage return."""
+    bad = [i for i in item_ids if "\t" in i or "\n" in i or "\r" in i]  # plain `in`: ~0.1 s at 1M ids
+    if bad:
+        raise ValueError(
+            f"{raw.source or raw.name}: {len(bad)} item id(s) contain a tab or line break (first: {bad[0]!r}); "
+            "item ids are written to tab-separated tables, so rename those items"
+        )
 
 
 def _title(meta: dict) -> str | None:

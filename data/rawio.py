@@ -47,6 +47,12 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def short(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a broken quote can make a row hold the rest of the file)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def open_binary(path: Path) -> IO[bytes]:
     """The decompressed byte stream of ``path`` (``.gz`` is gunzipped); ``ValueError`` if it is missing."""
     if not path.is_file():
@@ -207,7 +213,7 @@ def json_columns_python(path: Path, fields: dict[str, pa.DataType], *,
                     value = int(value)
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"{path}, line {lineno}: field {name!r} must be an integer, got "
-                                     f"{obj.get(name)!r}; fix the line or delete it") from e
+                                     f"{short(obj.get(name), 60)}; fix the line or delete it") from e
             else:
                 value = str(value)
             cols[name].append(value)

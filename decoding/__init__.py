@@ -2,16 +2,31 @@
 
 from sidrec.decoding.beam import BeamSearchResult, UserExclusions, constrained_beam_search
 from sidrec.decoding.hf_oracle import hf_constrained_generate, topk_mismatches, trie_prefix_allowed_tokens_fn
+from sidrec.decoding.recommend import (
+    Candidates,
+    beam_candidates,
+    default_beam_size,
+    has_dense_head,
+    recommend_topk,
+)
+from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.t5_step import T5IncrementalDecoder
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = [
     "BeamSearchResult",
+    "Candidates",
     "CatalogTrie",
     "T5IncrementalDecoder",
     "UserExclusions",
+    "beam_candidates",
     "constrained_beam_search",
+    "default_beam_size",
+    "has_dense_head",
     "hf_constrained_generate",
+    "hybrid_rank",
+    "recommend_topk",
+    "reserve_cold",
     "topk_mismatches",
     "trie_prefix_allowed_tokens_fn",
 ]

@@ -187,10 +187,12 @@ def constrained_beam_search(
     max_new_tokens=L)`` (up to the order of ties), much faster.
 
     Args:
-        model: the T5 generator (``T5ForConditionalGeneration`` layout: ``encoder``, ``decoder``,
-            ``lm_head``); switched to eval mode for the call and restored afterwards.
+        model: the T5 generator (``T5ForConditionalGeneration`` layout: ``get_encoder()``, ``decoder``,
+            ``lm_head``); switched to eval mode for the call and restored afterwards. The encoder is the
+            model's own (``get_encoder()``, as HF ``generate`` calls it), so a family with other encoder
+            inputs (``ItemLevelGenerator``: item tokens) runs through the same search.
         trie: catalog of allowed semantic IDs (removed items never appear).
-        input_ids: ``(B, S)`` encoder token ids (one row per user).
+        input_ids: ``(B, S)`` encoder input ids (one row per user; ``model.history_inputs`` builds them).
         attention_mask: ``(B, S)`` encoder padding mask.
         beam_size: beams kept per user at each level.
         k: items returned per user, ``1 <= k <= beam_size``.
@@ -278,7 +280,9 @@ def _search(
     batch, levels = input_ids.shape[0], trie.num_levels
     device = input_ids.device
     excluded = exclusions.select(users) if exclusions is not None else None
-    encoder_states = model.encoder(
+    # the encode hook: whatever encoder the model hands HF generate (code tokens for the tiger family,
+    # one item per position for the item family); the decoder below is the same T5 decoder for both
+    encoder_states = model.get_encoder()(
         input_ids=input_ids, attention_mask=attention_mask
     ).last_hidden_state  # (b, S, D)
     decoder = T5IncrementalDecoder(

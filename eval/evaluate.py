@@ -33,13 +33,18 @@ LIST_LENGTH = max(DEFAULT_KS)  # every scorer returns this many items
 CATALOG_K = 10  # coverage / mean popularity are measured on the top-10 lists
 
 
-def git_commit() -> str | None:
-    """The source tree's commit (with ``-dirty`` when modified), or None outside git."""
-    here = Path(__file__).resolve().parent
+def git_commit(source: str | Path | None = None) -> str | None:
+    """The source tree's commit (with ``-dirty`` when modified), or None outside git.
+
+    Read-only: ``--no-optional-locks`` keeps ``git status`` from refreshing the index, which takes
+    ``.git/index.lock`` (and leaves it behind when the process is killed at that moment).
+    """
+    here = Path(source) if source is not None else Path(__file__).resolve().parent
+    git = ["git", "--no-optional-locks"]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -101,45 +106,69 @@ def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bo
                 logger.info("skipping sasrec: %s", msg)
                 continue
             from sidrec.eval.baselines.sasrec import SasrecScorer
+            from sidrec.utils.provenance import check_dataset
 
-            scorers.append(SasrecScorer.from_pretrained(folder, exclude_history=exclude_history, device=_device()))
+            scorer = SasrecScorer.from_pretrained(folder, exclude_history=exclude_history, device=_device())
+            recorded = (scorer.model.provenance or {}).get("dataset_fingerprint")
+            check_dataset(recorded, dataset.fingerprint(), stage=str(folder), dataset=f"{run}/dataset",
+                          fix=f"sidrec sasrec --run {run} --overwrite")
+            scorers.append(scorer)
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(KNOWN_BASELINES)}")
     return scorers
 
 
-def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int, batch_size: int):
-    """The generator scorer, or ``(None, reason)`` when the run has no trained generator/tokenizer."""
+def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int | None, batch_size: int):
+    """The generator's scorers, or ``([], reason)`` when the run has no trained generator/tokenizer.
+
+    The first scorer is the generator as tuned on VALID; for a generator with a dense head the ablation
+    follows: generation only (the beam's order) and the dense head alone over the whole catalog.
+    """
     missing = [p for p in ("generator/model.safetensors", "tokenizer/config.json") if not (run / p).is_file()]
     if missing:
-        return None, f"missing {', '.join(str(run / p) for p in missing)}"
+        return [], f"missing {', '.join(str(run / p) for p in missing)}"
+    from sidrec.decoding import has_dense_head
     from sidrec.eval.generator import GeneratorScorer
 
-    scorer = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
-                                      beam_size=beam_size, batch_size=batch_size,
-                                      exclude_history=exclude_history, device=_device())
-    return scorer, "evaluated"
+    main = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
+                                    dataset_fingerprint=dataset.fingerprint(), beam_size=beam_size,
+                                    batch_size=batch_size, exclude_history=exclude_history, device=_device())
+    variants = [main.variant(mode) for mode in ("generation", "dense")] if has_dense_head(main.model) else []
+    return [main, *variants], "evaluated"
 
 
 def evaluate_run(
     run: str | Path, *, split: str = "test", baselines: list[str] | None = None, max_users: int | None = None,
-    n_boot: int = 1000, seed: int = 0, exclude_history: bool = False, beam_size: int = 20,
-    batch_size: int = 256, generator: bool = True, out: str | Path | None = None,
+    n_boot: int = 1000, seed: int = 0, exclude_history: bool = False, beam_size: int | None = None,
+    batch_size: int = 256, generator: bool = True, out: str | Path | None = None, overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the run's generator (if any) and baselines; write the three files; return metrics.json."""
-    from sidrec.data import PreparedDataset
+    """Evaluate the run's generator (if any) and baselines; write the three files; return metrics.json.
 
+    An existing ``metrics.json`` in the output folder is an error unless ``overwrite``.
+    """
+    from sidrec.data import PreparedDataset
+    from sidrec.utils.run_folder import refuse_existing
+
+    if beam_size is not None and beam_size < LIST_LENGTH:
+        raise ValueError(f"beam_size {beam_size} is below the {LIST_LENGTH} items each list holds (the beam proposes "
+                         f"them); use a beam size of {LIST_LENGTH} or more")
+    if n_boot < 0:
+        raise ValueError(f"bootstrap resamples must be >= 0 (0 = no intervals), got {n_boot}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     run = Path(run)
+    out_dir = Path(out) if out is not None else run / "eval"
+    refuse_existing(run, "evaluate", overwrite=overwrite, outputs=[str((out_dir / "metrics.json").absolute())])
     dataset = PreparedDataset.load(run)
     data = dataset.eval_split(split).sample(max_users, seed=seed)  # random users: file order is not random
     item_counts = dataset.train_item_counts()
     explicit = baselines is not None
     names = list(KNOWN_BASELINES) if baselines is None else baselines
     scorers = build_baselines(names, run=run, dataset=dataset, exclude_history=exclude_history, explicit=explicit)
-    gen, status = (None, "disabled (--no-generator)")
+    generators, status = [], "disabled (--no-generator)"
     if generator:
-        gen, status = build_generator(run, dataset, exclude_history=exclude_history, beam_size=beam_size,
-                                      batch_size=batch_size)
+        generators, status = build_generator(run, dataset, exclude_history=exclude_history, beam_size=beam_size,
+                                             batch_size=batch_size)
     logger.info("generator: %s", status)
     result: dict[str, Any] = {
         "split": split, "num_users": len(data), "exclude_history": exclude_history,
@@ -150,20 +179,35 @@ def evaluate_run(
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
                     "num_items": dataset.num_items, "num_users": dataset.num_users},
         "git_commit": git_commit(), "generator_status": status,
-        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "baselines": {},
+        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
     }
-    for scorer in ([gen] if gen is not None else []) + scorers:
+    if generators:
+        from sidrec.decoding import default_beam_size
+        from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR
+
+        effective = beam_size or default_beam_size(generators[0].model)
+        if effective < LIST_LENGTH:  # recommend_topk widens it to the list length; say so and record that
+            logger.info("the generator was validated with beam %d; the %d-item lists are decoded with beam %d",
+                        effective, LIST_LENGTH, LIST_LENGTH)
+            effective = LIST_LENGTH
+        result["config"]["beam_size"] = effective
+        result["generator"] = {"family": generators[0].model.family,
+                               "hybrid_weight": float(getattr(generators[0].model.config, "hybrid_weight", 0.0)),
+                               "provenance": getattr(generators[0].model.config, GENERATOR_PROVENANCE_ATTR, None),
+                               "semantic_ids": generators[0].table}
+    for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
                           num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed)
         res["seconds"] = round(res["seconds"], 2)
-        if scorer is gen:
+        if generators and scorer is generators[0]:
             result.update(res)
+        elif scorer in generators:
+            result["generator_variants"][scorer.name] = res
         else:
             result["baselines"][scorer.name] = res
         logger.info("%s: recall@10 %.4f ndcg@10 %.4f (%.1fs)", scorer.name, res["metrics"]["recall@10"],
                     res["metrics"]["ndcg@10"], res["seconds"])
-    out_dir = Path(out) if out is not None else run / "eval"
     write_report(result, out_dir)
     atomic_write_json(out_dir / "metrics.json", result)
     return result
@@ -181,14 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude-history", action="store_true",
                    help="remove each user's history items from every model's list (default: keep them)")
-    p.add_argument("--beam-size", type=int, default=20, help="generator beam width (>= 20)")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="generator beam width (default: the one the generator was validated with, else 20)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="generator users per beam-search batch (256: 1.5x the users/s of 64 here)")
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")
     p.add_argument("--out", default=None, help="output folder (default RUN/eval)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in the output folder")
     args = p.parse_args(argv)
     if args.max_users is not None and args.max_users < 1:
         p.error(f"--max-users must be >= 1, got {args.max_users}")
+    if args.bootstrap < 0:
+        p.error(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {args.bootstrap}")
+    if args.beam_size is not None and args.beam_size < LIST_LENGTH:
+        p.error(f"--beam-size must be >= {LIST_LENGTH} (each list holds {LIST_LENGTH} items), got {args.beam_size}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     configure_logging()
     baselines = None
     if args.baselines is not None:
@@ -196,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_run(args.run, split=args.split, baselines=baselines, max_users=args.max_users,
                           n_boot=args.bootstrap, seed=args.seed, exclude_history=args.exclude_history,
                           beam_size=args.beam_size, batch_size=args.batch_size,
-                          generator=not args.no_generator, out=args.out)
+                          generator=not args.no_generator, out=args.out, overwrite=args.overwrite)
     out_dir = Path(args.out) if args.out else Path(args.run) / "eval"
     rows = [("generator", result["metrics"])] if result["metrics"] else []
+    rows += [(name, block["metrics"]) for name, block in result["generator_variants"].items()]
     rows += [(name, block["metrics"]) for name, block in result["baselines"].items()]
+    width = max((len(name) for name, _ in rows), default=12)
     for name, m in rows:
-        print(f"{name:12s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
+        print(f"{name:{width}s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
               f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}")
     print(f"wrote {out_dir / 'metrics.json'}")
     return 0

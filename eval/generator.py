@@ -1,7 +1,16 @@
-"""The semantic-ID generator as a scorer: encoder inputs -> trie-constrained beam search -> items."""
+"""The generator as a scorer: encoder inputs -> trie-constrained beam search (-> hybrid ranking) -> items.
+
+Works with every generator family (``sidrec.seqmodel.load_generator``). ``mode`` picks what ranks:
+
+- ``default``: what the checkpoint was tuned for on VALID: the hybrid ranking for a generator with a
+  dense head (beam candidates by ``logp + hybrid_weight * dense``), the beam's own order otherwise;
+- ``generation``: the beam's order (pure generation, whatever the family);
+- ``dense``: the dense head alone over the whole catalog (an ablation: no beam, no trie).
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -11,22 +20,28 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+MODES = ("default", "generation", "dense")
+
 
 class GeneratorScorer:
-    """Top-k items from ``RUN/generator`` + ``RUN/tokenizer`` by constrained beam search.
+    """Top-k items from ``RUN/generator`` + ``RUN/tokenizer``.
 
-    The trie holds every catalog item, so every returned ID is a real item (invalid rate 0 by
-    construction; the harness still measures it). ``beam_size`` is raised to ``k`` if smaller.
+    The trie holds every catalog item, so every item the beam returns is a real item (invalid rate 0 by
+    construction; the harness still measures it). ``beam_size``: None = the checkpoint's own
+    (``default_beam_size``); raised to ``k`` if smaller.
     """
 
-    name = "generator"
-
     def __init__(
-        self, *, model, tokenizer, user_ids: list[str] | None = None, beam_size: int = 20,
+        self, *, model, tokenizer, user_ids: list[str] | None = None, beam_size: int | None = None,
         batch_size: int = 64, exclude_history: bool = False, device: str | torch.device = "cpu",
+        mode: str = "default",
     ) -> None:
-        from sidrec.decoding import CatalogTrie
+        from sidrec.decoding import CatalogTrie, has_dense_head
 
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "dense" and not has_dense_head(model):
+            raise ValueError("mode 'dense' needs a generator with a dense head (family: item, dense_head: true)")
         self.model = model.to(device).eval()
         self.codes = np.asarray(tokenizer.codes)  # (N, L)
         self.trie = CatalogTrie(codes=self.codes, level_sizes=tokenizer.level_sizes)
@@ -35,49 +50,81 @@ class GeneratorScorer:
         self.batch_size = batch_size
         self.exclude_history = exclude_history
         self.device = torch.device(device)
+        self.mode = mode
+        self.name = "generator" if mode == "default" else f"generator ({mode} only)"
+        self.table: dict | None = None  # the tokenizer table's row count and fingerprint (from_run)
         if model.vocab.num_user_buckets > 0 and user_ids is None:
             raise ValueError("this generator uses user tokens; pass the dataset's user_ids")
 
     @classmethod
     def from_run(
-        cls, run: str | os.PathLike, *, item_ids: list[str], user_ids: list[str] | None = None, **kwargs
+        cls, run: str | os.PathLike, *, item_ids: list[str], user_ids: list[str] | None = None,
+        dataset_fingerprint: str | None = None, **kwargs
     ) -> GeneratorScorer:
-        """Load ``RUN/generator`` and ``RUN/tokenizer``; checks the tokenizer covers this catalog."""
-        from sidrec.seqmodel import SemanticIdGenerator
+        """Load ``RUN/generator`` (any family) and ``RUN/tokenizer``; checks both cover this catalog and, by
+        their provenance, were built from this dataset (``dataset_fingerprint``) and from each other."""
+        from sidrec.seqmodel import check_generator_provenance, check_item_table, load_generator
         from sidrec.tokenizer import SemanticIdTokenizer
+        from sidrec.utils.provenance import check_dataset
 
         run = Path(run)
         tokenizer = SemanticIdTokenizer.from_pretrained(run / "tokenizer")
+        check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(run / "tokenizer"),
+                      dataset=str(run / "dataset"), fix=f"sidrec tokenize --run {run} --overwrite")
         if list(tokenizer.item_ids) != list(item_ids):
             raise ValueError(
                 f"{run / 'tokenizer'} was fitted on another catalog than {run / 'dataset'} "
                 "(item ids differ); retrain the tokenizer on this run"
             )
-        model = SemanticIdGenerator.from_pretrained(run / "generator")
-        return cls(model=model, tokenizer=tokenizer, user_ids=user_ids, **kwargs)
+        model = load_generator(run / "generator")
+        check_generator_provenance(model, tokenizer, generator_dir=run / "generator",
+                                   tokenizer_dir=run / "tokenizer", dataset_fingerprint=dataset_fingerprint,
+                                   dataset_dir=run / "dataset", rerun=f"sidrec train --run {run} --overwrite")
+        check_item_table(model, tokenizer.codes, where=str(run))
+        scorer = cls(model=model, tokenizer=tokenizer, user_ids=user_ids, **kwargs)
+        scorer.table = tokenizer.table_record()
+        return scorer
+
+    def variant(self, mode: str) -> GeneratorScorer:
+        """The same model, trie and settings, ranking with another ``mode``."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        other = copy.copy(self)
+        other.mode = mode
+        other.name = "generator" if mode == "default" else f"generator ({mode} only)"
+        return other
 
     @torch.no_grad()
     def recommend(
         self, histories: list[list[int]], k: int, user_index: np.ndarray | None = None
     ) -> np.ndarray:
-        """``(U, k)`` item indices (``-1`` where the trie had fewer than k items to offer)."""
-        from sidrec.decoding import constrained_beam_search
-        from sidrec.seqmodel import encode_histories
+        """``(U, k)`` item indices (``-1`` where fewer than k items could be offered)."""
+        from sidrec.decoding import recommend_topk
 
-        use_users = self.model.vocab.num_user_buckets > 0
-        if use_users and user_index is None:
-            raise ValueError("this generator uses user tokens; pass user_index to recommend()")
+        if self.mode == "dense":
+            return self._dense(histories, k)
+        uids = None
+        if self.model.vocab.num_user_buckets > 0:
+            if user_index is None:
+                raise ValueError("this generator uses user tokens; pass user_index to recommend()")
+            uids = [self.user_ids[u] for u in user_index]
+        items, _ = recommend_topk(
+            self.model, self.trie, histories, k=k, beam_size=self.beam_size,
+            weight=0.0 if self.mode == "generation" else None, item_codes=self.codes, user_ids=uids,
+            exclude_history=self.exclude_history, batch_size=self.batch_size,
+        )
+        return items.numpy().astype(np.int64)
+
+    def _dense(self, histories: list[list[int]], k: int) -> np.ndarray:
+        from sidrec.eval.baselines.base import topk_from_scores
+
+        removed = torch.from_numpy(~self.trie.active).to(self.device)  # (N,) items taken out of the catalog
         out = []
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]
-            uids = [self.user_ids[u] for u in user_index[start : start + len(batch)]] if use_users else None
-            input_ids, mask = encode_histories(
-                self.model.vocab, self.codes, batch, user_ids=uids, max_items=self.model.max_items
-            )  # (B, S), (B, S)
-            res = constrained_beam_search(
-                self.model, self.trie, input_ids.to(self.device), mask.to(self.device),
-                beam_size=max(self.beam_size, k), k=k,
-                exclude=batch if self.exclude_history else None,
-            )
-            out.append(res.items.cpu().numpy().astype(np.int64))  # (B, k)
+            input_ids, mask = self.model.history_inputs(batch)
+            scores = self.model.dense_scores(input_ids.to(self.device), mask.to(self.device))  # (B, N)
+            scores[:, removed] = float("-inf")
+            out.append(topk_from_scores(scores.cpu(), k, histories=batch, exclude_history=self.exclude_history))
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+

@@ -45,10 +45,12 @@ def _fmt(x: Any) -> str:
 
 
 def _blocks(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(model name, block with metrics/ci/slices/seconds): the generator first, then the baselines."""
+    """(model name, block with metrics/ci/slices/seconds): the generator first, its ablation variants
+    (generation only, dense only; generators with a dense head), then the baselines."""
     rows = []
     if result.get("metrics"):
         rows.append(("generator", result))
+    rows.extend(result.get("generator_variants", {}).items())
     rows.extend(result.get("baselines", {}).items())
     return rows
 

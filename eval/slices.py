@@ -82,12 +82,18 @@ def slice_metrics(
 
 def standard_slices(
     per_user: dict[str, np.ndarray], *, histories: list[list[int]], targets: np.ndarray,
-    item_counts: np.ndarray,
+    item_counts: np.ndarray, cold_items: np.ndarray | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """The two slicings the report shows: ``history_length`` and ``target_popularity``."""
+    """The slicings the report shows: ``history_length``, ``target_popularity`` and, for a dataset with a
+    cold-start split (``cold_items``: ``(N,)`` bool), ``target_cold`` (users whose target is warm / cold)."""
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     target_pop = np.asarray(item_counts)[np.asarray(targets)]
-    return {
+    out = {
         "history_length": slice_metrics(per_user, lengths, HISTORY_BUCKETS),
         "target_popularity": slice_metrics(per_user, target_pop, POPULARITY_BUCKETS),
     }
+    if cold_items is not None and np.asarray(cold_items).any():
+        is_cold = np.asarray(cold_items, dtype=bool)[np.asarray(targets)].astype(np.int64)  # (U,)
+        named = slice_metrics(per_user, is_cold, ((0, 0), (1, 1)))
+        out["target_cold"] = {{"0": "warm", "1": "cold"}[k]: v for k, v in named.items()}
+    return out

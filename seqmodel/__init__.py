@@ -1,4 +1,4 @@
-"""sidrec.seqmodel: the semantic-ID vocabulary, the T5 generator, encoder inputs and training examples.
+"""sidrec.seqmodel: the semantic-ID vocabulary, the generator families, encoder inputs and training examples.
 
 Heavy imports (torch, transformers) happen on first attribute access, so ``import sidrec.seqmodel``
 stays cheap.
@@ -14,6 +14,11 @@ _EXPORTS = {
     "PAD_TOKEN_ID": "sidrec.seqmodel.vocab",
     "EOS_TOKEN_ID": "sidrec.seqmodel.vocab",
     "SemanticIdGenerator": "sidrec.seqmodel.model",
+    "ItemLevelGenerator": "sidrec.seqmodel.item_model",
+    "GENERATOR_FAMILIES": "sidrec.seqmodel.families",
+    "load_generator": "sidrec.seqmodel.families",
+    "check_item_table": "sidrec.seqmodel.families",
+    "check_generator_provenance": "sidrec.seqmodel.families",
     "build_t5_config": "sidrec.seqmodel.model",
     "MASK_VALUE": "sidrec.seqmodel.model",
     "encode_histories": "sidrec.seqmodel.inputs",

@@ -81,8 +81,14 @@ def load_or_build_examples(
 
     folder = Path(run_dir) / "generator_cache" / f"examples-v{EXAMPLES_FORMAT_VERSION}-{fingerprint}-m{max_items}"
     if folder.is_dir():
-        logger.info("training examples from cache %s", folder)
-        return load_from_disk(str(folder))
+        try:
+            cached = load_from_disk(str(folder))
+        except Exception as e:  # a damaged cache entry is rebuilt, not trusted
+            logger.warning("training-example cache %s cannot be read (%s: %s); rebuilding it", folder,
+                           type(e).__name__, e)
+        else:
+            logger.info("training examples from cache %s", folder)
+            return cached
     examples = build_examples(sequences, max_items=max_items)
     with atomic_dir(folder) as tmp:
         examples.save_to_disk(str(tmp))

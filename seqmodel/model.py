@@ -18,20 +18,21 @@ Checkpoints are folders: ``config.json`` (the T5Config plus sidrec keys), ``mode
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch.nn import functional as F
 from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from sidrec.seqmodel.vocab import EOS_TOKEN_ID, PAD_TOKEN_ID, SemanticIdVocab
-from sidrec.utils import atomic_dir
+from sidrec.utils import atomic_dir, load_safetensors_into, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
     config and available as ``model.vocab`` (``model.vocab.level_offsets`` is what the fast decoder needs).
     """
 
+    family = "tiger"
+
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
         self.vocab = _vocab_from_config(config)
@@ -126,6 +129,24 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
             eos_token_id=EOS_TOKEN_ID,
             bos_token_id=None,
         )
+
+    # ------------------------------------------------------------------ inputs
+    def history_inputs(
+        self, histories: Sequence[Sequence[int]], *, item_codes: np.ndarray | None = None,
+        user_ids: Sequence[str] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder inputs ``(B, S)`` for item-index histories: their level tokens (``encode_histories``).
+
+        ``item_codes (N, L)`` is the tokenizer's table; ``user_ids`` are used iff the vocab has user buckets.
+        """
+        from sidrec.seqmodel.inputs import encode_histories
+
+        if item_codes is None:
+            raise ValueError("the tiger family encodes histories as codes: pass item_codes=tokenizer.codes")
+        users = list(user_ids) if self.vocab.num_user_buckets else None
+        if self.vocab.num_user_buckets and user_ids is None:
+            raise ValueError("this generator uses user tokens; pass user_ids (one per history)")
+        return encode_histories(self.vocab, item_codes, histories, user_ids=users, max_items=self.max_items)
 
     # ------------------------------------------------------------------ level restriction
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,18 +218,30 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
                 f"{folder} is not a sidrec generator folder (missing {', '.join(missing)}); "
                 "train one with `python -m sidrec.train.generator --run RUN`"
             )
-        raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        retrain = "retrain it (`sidrec train --run RUN --overwrite`) or restore the folder"
+        raw = read_json(folder / CONFIG_FILE, fix=retrain)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{folder / CONFIG_FILE} is not a generator config (a JSON object); {retrain}")
         version = raw.get("sidrec_format_version")
         if version != GENERATOR_FORMAT_VERSION:
             raise ValueError(
                 f"{folder}: generator format {version!r}, this sidrec reads {GENERATOR_FORMAT_VERSION}; "
                 "retrain it with this version of sidrec"
             )
-        config = T5Config.from_dict(raw)
-        model = cls(config)
+        family = raw.get("sidrec_family", "tiger")
+        if family != cls.family:
+            raise ValueError(
+                f"{folder} holds a {family!r}-family generator, not {cls.family!r}; load it with "
+                "sidrec.seqmodel.load_generator(folder), which picks the class from config.json"
+            )
+        try:
+            config = T5Config.from_dict(raw)
+            model = cls(config)
+        except Exception as e:  # transformers' config validators raise their own types (not ValueError)
+            raise ValueError(f"{folder / CONFIG_FILE} does not describe a valid generator ({e}); {retrain}") from e
         if SemanticIdVocab.load(folder) != model.vocab:
             raise ValueError(f"{folder}: vocab.json disagrees with config.json (level_sizes / user buckets)")
-        missing_keys, unexpected = load_model(model, str(folder / WEIGHTS_FILE), strict=False)
+        missing_keys, unexpected = load_safetensors_into(model, folder / WEIGHTS_FILE, strict=False, fix=retrain)
         if unexpected or [k for k in missing_keys if not _is_tied(model, k)]:
             raise ValueError(
                 f"{folder}/{WEIGHTS_FILE} does not match config.json (missing {missing_keys}, unexpected "

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from sidrec.utils import atomic_dir
@@ -89,6 +89,9 @@ class _Block(nn.Module):
 class SASRec(nn.Module):
     """Causal self-attention next-item model over item-index tokens (see module docstring)."""
 
+    #: what the model was trained on (``config.json`` ``provenance``), None when unknown
+    provenance: dict | None = None
+
     def __init__(self, *, config: SasrecModelConfig) -> None:
         super().__init__()
         config.validate()
@@ -144,26 +147,44 @@ class SASRec(nn.Module):
         last = hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]  # (B, D)
         return self.item_logits(last)  # (B, N)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` into the folder ``path`` (atomic)."""
+    def save_pretrained(self, path: str | os.PathLike, *, provenance: dict | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` into the folder ``path`` (atomic).
+
+        ``provenance`` (e.g. the dataset fingerprint it was trained on) is stored in ``config.json``.
+        """
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        provenance = provenance if provenance is not None else self.provenance
         with atomic_dir(path) as tmp:
+            extra = {"provenance": provenance} if provenance is not None else {}
             (tmp / "config.json").write_text(
-                json.dumps({"model_type": "sasrec", **dataclasses.asdict(self.config)}, indent=2) + "\n"
+                json.dumps({"model_type": "sasrec", **dataclasses.asdict(self.config), **extra}, indent=2) + "\n"
             )
             save_file(state, str(tmp / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SASRec:
         """Load a folder written by :meth:`save_pretrained`."""
+        from sidrec.utils import load_safetensors, read_json
+
         path = Path(path)
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise ValueError(f"{path} has no config.json; train one with `python -m sidrec.train.sasrec --run RUN`")
-        raw = json.loads(cfg_file.read_text())
+        retrain = "retrain it (`sidrec sasrec --run RUN --overwrite`) or restore the folder"
+        raw = read_json(cfg_file, fix=retrain)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{cfg_file} is not a SASRec config (a JSON object); {retrain}")
         raw.pop("model_type", None)
-        model = cls(config=SasrecModelConfig(**raw))
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+        provenance = raw.pop("provenance", None)
+        try:
+            model = cls(config=SasrecModelConfig(**raw))
+        except TypeError as e:
+            raise ValueError(f"{cfg_file} does not describe a SASRec model ({e}); {retrain}") from e
+        try:
+            model.load_state_dict(load_safetensors(path / "model.safetensors", device=str(device), fix=retrain))
+        except RuntimeError as e:
+            raise ValueError(f"{path / 'model.safetensors'} does not match {cfg_file} ({e}); {retrain}") from e
+        model.provenance = provenance
         return model.to(device).eval()
 
 

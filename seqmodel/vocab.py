@@ -13,7 +13,6 @@ different things (TIGER), so they get distinct embeddings. Layout of token ids:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sidrec.utils import atomic_write_json
+from sidrec.utils import atomic_write_json, read_json
 
 __all__ = ["PAD_TOKEN_ID", "EOS_TOKEN_ID", "VOCAB_FORMAT_VERSION", "SemanticIdVocab"]
 
@@ -158,7 +157,13 @@ class SemanticIdVocab:
         path = Path(directory) / VOCAB_FILE
         if not path.is_file():
             raise ValueError(f"{path} not found; a generator folder holds config.json, model.safetensors, vocab.json")
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        data = read_json(path, fix="retrain the generator or restore the folder")
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a vocab (a JSON object); retrain the generator or restore the folder")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path} lacks or garbles {e}; retrain the generator or restore the folder") from e
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -2,13 +2,19 @@
 
 A recommender is three things that rebuild themselves from folders: the semantic-ID tokenizer
 (``tokenizer/``: quantizer + item <-> code table), the generator (``generator/``: T5 config, weights,
-vocab) and the catalog titles (``catalog.jsonl``). The catalog trie is built from the tokenizer's table
-at load time. No training data is needed.
+vocab; any family, picked from its config) and the catalog titles (``catalog.jsonl``). The catalog trie
+is built from the tokenizer's table at load time. No training data is needed.
+
+Loading checks that the three belong together: the generator's recorded semantic-ID table must be the
+tokenizer's (rows added later by ``add_items`` are fine), the catalog must list exactly the tokenizer's
+items, and in a run folder (one with ``dataset/``) both must have been built from that dataset. Saving
+records the current table, so a folder saved after ``add_items``/``remove_items`` loads again.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,9 +24,11 @@ import numpy as np
 import torch
 
 from sidrec.data import CATALOG_FILE, load_catalog, save_catalog
-from sidrec.decoding import CatalogTrie, constrained_beam_search
-from sidrec.seqmodel import SemanticIdGenerator, encode_histories
+from sidrec.decoding import CatalogTrie, recommend_topk
+from sidrec.seqmodel import SemanticIdGenerator, check_generator_provenance, check_item_table, load_generator
 from sidrec.tokenizer import SemanticIdTokenizer
+from sidrec.utils import atomic_dir
+from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR, check_dataset, run_dataset_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +36,11 @@ ON_UNKNOWN = ("error", "skip")
 
 
 class Recommendation(NamedTuple):
-    """One recommended item: its id, the sequence log-probability of its semantic ID, and its title."""
+    """One recommended item: its id, its ranking score and its title.
+
+    ``score`` is the log-probability of the item's semantic ID, plus ``hybrid_weight x`` the dense score
+    for a generator with a dense head (higher is better; compare scores within one list only).
+    """
 
     item_id: str
     score: float
@@ -45,7 +57,7 @@ class Recommender:
 
     def __init__(
         self, *, tokenizer: SemanticIdTokenizer, model: SemanticIdGenerator, titles: Sequence[str | None],
-        beam_size: int = 20, batch_size: int = 64, device: str | torch.device = "cpu",
+        beam_size: int | None = None, batch_size: int = 64, device: str | torch.device = "cpu",
     ) -> None:
         if list(model.vocab.level_sizes) != list(tokenizer.level_sizes):
             raise ValueError(
@@ -66,7 +78,7 @@ class Recommender:
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        beam_size: int = 20) -> Recommender:
+                        beam_size: int | None = None) -> Recommender:
         """Load ``path/tokenizer``, ``path/generator`` and the titles in ``path/catalog.jsonl``."""
         path = Path(path)
         for sub in ("tokenizer", "generator"):
@@ -76,11 +88,19 @@ class Recommender:
                     "(run `sidrec tokenize` and `sidrec train`, or `sidrec quickstart`)"
                 )
         tokenizer = SemanticIdTokenizer.from_pretrained(path / "tokenizer")
-        model = SemanticIdGenerator.from_pretrained(path / "generator")
+        model = load_generator(path / "generator")
+        dataset_fingerprint = run_dataset_fingerprint(path)  # None for a released folder (no dataset/)
+        check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(path / "tokenizer"),
+                      dataset=str(path / "dataset"), fix=f"sidrec tokenize --run {path} --overwrite")
+        check_generator_provenance(model, tokenizer, generator_dir=path / "generator", tokenizer_dir=path / "tokenizer",
+                                   dataset_fingerprint=dataset_fingerprint, dataset_dir=path / "dataset",
+                                   rerun=f"sidrec train --run {path} --overwrite")
+        check_item_table(model, tokenizer.codes, where=str(path))
         titles: list[str | None] = [None] * tokenizer.num_items
         removed: list[str] = []
         if (path / CATALOG_FILE).is_file():
             ids, cat_titles, removed = load_catalog(path / CATALOG_FILE)
+            _check_catalog(path / CATALOG_FILE, ids, tokenizer)
             by_id = dict(zip(ids, cat_titles, strict=True))
             titles = [by_id.get(i) for i in tokenizer.item_ids]
         else:
@@ -91,10 +111,17 @@ class Recommender:
         return rec
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl)."""
+        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl).
+
+        The generator's provenance records the current semantic-ID table (grown by ``add_items``).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(path / "tokenizer")
+        with atomic_dir(path / "tokenizer") as tmp:
+            self.tokenizer.save_pretrained(tmp)
+        record = dict(getattr(self.model.config, GENERATOR_PROVENANCE_ATTR, None) or {})
+        record["semantic_ids"] = self.tokenizer.table_record()
+        setattr(self.model.config, GENERATOR_PROVENANCE_ATTR, record)
         self.model.save_pretrained(path / "generator")
         removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.trie.active)]
         save_catalog(path / CATALOG_FILE, self.tokenizer.item_ids, self.titles, removed)
@@ -114,13 +141,18 @@ class Recommender:
         items = list(items)
         if not items:
             return []
-        codes = self.tokenizer.assign(items, cache_dir=cache_dir)  # (M, L), appended to the table
+        ids, emb = self.tokenizer.embed_new_items(items, cache_dir=cache_dir)
+        reads_text = getattr(self.model, "reads_text", False)
+        codes = self.tokenizer.assign_embeddings(ids, emb)  # (M, L), appended to the table
         new_index = self.trie.add_items(codes)
+        add_to_model = getattr(self.model, "add_items", None)  # a generator with its own item table
+        if add_to_model is not None:
+            add_to_model(codes, emb if reads_text else None)
         expected = np.arange(self.tokenizer.num_items - len(items), self.tokenizer.num_items)
         if not np.array_equal(new_index, expected):  # the trie and the table must stay row-aligned
             raise RuntimeError("catalog trie and tokenizer table went out of sync; reload the recommender")
         self.titles.extend(it.get("title") for it in items)
-        return [str(it["item_id"]) for it in items]
+        return ids
 
     def remove_items(self, item_ids: Sequence[str]) -> int:
         """Stop recommending these items (e.g. out of stock); returns how many were removed."""
@@ -174,28 +206,46 @@ class Recommender:
         ``on_unknown``: ``"error"`` (default) or ``"skip"`` unknown item ids, with a count in the log.
         ``user_ids``: only used by generators trained with user tokens (TIGER's user hashing).
         """
+        if isinstance(history, str | bytes):
+            raise ValueError(f"history is a single string ({history!r}); pass a list of item ids, oldest first "
+                             f"(e.g. [{history!r}]), or a list of such lists")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a whole number >= 1, got {k!r}")
+        k = int(k)
         single = len(history) == 0 or isinstance(history[0], str | int)
         histories = [list(history)] if single else [list(h) for h in history]
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
         indices = self._to_indices(histories, on_unknown)
-        vocab = self.model.vocab
-        if vocab.num_user_buckets and user_ids is None:
+        if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
-        results: list[list[Recommendation]] = []
-        for start in range(0, len(indices), self.batch_size):
-            batch = indices[start : start + self.batch_size]
-            uids = None if not vocab.num_user_buckets else list(user_ids[start : start + len(batch)])
-            input_ids, mask = encode_histories(vocab, self.tokenizer.codes, batch, user_ids=uids,
-                                               max_items=self.model.max_items)  # (B, S)
-            out = constrained_beam_search(
-                self.model, self.trie, input_ids.to(self.device), mask.to(self.device),
-                beam_size=max(self.beam_size, k), k=k, exclude=batch if exclude_seen else None,
-            )
-            for items, scores in zip(out.items.tolist(), out.scores.tolist(), strict=True):
-                results.append([
-                    Recommendation(self.tokenizer.item_ids[i], float(s), self.titles[i])
-                    for i, s in zip(items, scores, strict=True) if i >= 0
-                ])
+        items, scores = recommend_topk(
+            self.model, self.trie, indices, k=k, beam_size=self.beam_size, item_codes=self.tokenizer.codes,
+            user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
+            batch_size=self.batch_size,
+        )
+        results = [
+            [Recommendation(self.tokenizer.item_ids[i], float(sc), self.titles[i])
+             for i, sc in zip(row_items, row_scores, strict=True) if i >= 0]
+            for row_items, row_scores in zip(items.tolist(), scores.tolist(), strict=True)
+        ]
         return results[0] if single else results
 
+
+def _check_catalog(path: Path, ids: Sequence[str], tokenizer: SemanticIdTokenizer) -> None:
+    """The catalog lists exactly the tokenizer's items (a missing or extra row means the two were mixed up)."""
+    if list(ids) == list(tokenizer.item_ids):
+        return
+    have, want = set(ids), set(tokenizer.item_ids)
+    missing, extra = [i for i in tokenizer.item_ids if i not in have], [i for i in ids if i not in want]
+    if not missing and not extra and len(ids) == len(want):
+        return  # the same items in another order: titles are looked up by id
+    parts = []
+    if missing:
+        parts.append(f"lacks {len(missing)} of the tokenizer's items (e.g. {missing[0]!r})")
+    if extra:
+        parts.append(f"lists {len(extra)} items the tokenizer does not know (e.g. {extra[0]!r})")
+    if not parts:
+        parts.append(f"lists some items twice ({len(ids)} rows for {len(want)} items)")
+    raise ValueError(
+        f"{path} {' and '.join(parts)}: it belongs to another catalog than {path.parent / 'tokenizer'}; "
+        "save both with Recommender.save_pretrained, or rerun `sidrec prepare` and the stages after it"
+    )

@@ -38,11 +38,44 @@ def format_stats(stats: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def check_out_folder(out: Path) -> None:
+    """``ValueError`` unless ``out`` is (or can be made) a writable folder; creates it."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; give a folder for the run (e.g. runs/mine)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e}); choose a folder you can write to") from e
+
+
+def _report_invalidated(out: Path, before: str | None, after: str) -> None:
+    """After ``prepare --overwrite``: which later stages still match the new dataset, which no longer do."""
+    from sidrec.utils.run_folder import later_stages_present
+
+    later = later_stages_present(out, "prepare")
+    if not later:
+        return
+    if before == after:
+        logger.info("the dataset is unchanged (fingerprint %s): %s still match it", after, ", ".join(later))
+        return
+    logger.warning(
+        "the dataset changed (fingerprint %s -> %s); built on the old one and now refused by their loaders: %s. "
+        "Rebuild them: sidrec tokenize --run %s --overwrite, then sidrec train / sidrec sasrec / sidrec evaluate "
+        "with --overwrite", before or "unknown", after, ", ".join(later), out,
+    )
+
+
 def cmd_prepare(argv: list[str]) -> int:
     """Read a dataset, filter and split it, and write RUN/dataset/."""
     from sidrec.data import BUNDLED, CATALOG_FILE, PrepareConfig, load_raw, prepare, save_catalog
     from sidrec.data.readers import READERS
     from sidrec.utils import load_config
+    from sidrec.utils.provenance import run_dataset_fingerprint
+    from sidrec.utils.run_folder import later_stages_present, refuse_existing
 
     p = argparse.ArgumentParser(prog="sidrec prepare", description=cmd_prepare.__doc__)
     p.add_argument("--dataset", required=True,
@@ -55,18 +88,35 @@ def cmd_prepare(argv: list[str]) -> int:
     p.add_argument("--min-user-count", type=int, default=0, help="k-core: drop users with fewer interactions")
     p.add_argument("--min-item-count", type=int, default=0, help="k-core: drop items with fewer interactions")
     p.add_argument("--text-template", default=None, help="item text template, e.g. 'Title: {title}; Brand: {brand}'")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the prepared dataset of a used run folder (later stages that no longer match "
+                        "are listed, and their loaders refuse them)")
     args = p.parse_args(argv)
     overrides = {"min_user_count": args.min_user_count, "min_item_count": args.min_item_count}
-    if args.text_template:
+    if args.text_template is not None:
         overrides["text_template"] = args.text_template
     config = load_config(PrepareConfig, None, overrides)
+    run = Path(args.out)
+    check_out_folder(run)
+    found = refuse_existing(run, "prepare", overwrite=args.overwrite)
+    later = later_stages_present(run, "prepare")
+    if later and not found and not args.overwrite:
+        raise ValueError(f"{run} holds later stages ({', '.join(later)}) but no dataset; pass --overwrite to "
+                         "prepare into it anyway (they will be checked against the new dataset), or use another folder")
+    try:
+        before = run_dataset_fingerprint(run)
+    except ValueError:  # a damaged stats.json: the old dataset is unknown, the new one replaces it
+        before = None
     raw = load_raw(args.dataset, args.format)
     dataset, dropped = prepare(raw, config)
     del raw  # the raw metadata is not needed for writing (1-2 GB at 1M items)
-    out = dataset.save(args.out, extra={"dataset_arg": args.dataset, "config": vars(config), "dropped": dropped})
-    save_catalog(Path(args.out) / CATALOG_FILE, dataset.item_ids, dataset.item_titles)
+    out = dataset.save(run, extra={"dataset_arg": args.dataset, "config": vars(config), "dropped": dropped})
+    save_catalog(run / CATALOG_FILE, dataset.item_ids, dataset.item_titles)
+    stats = json.loads((out / "stats.json").read_text())  # written by save: its fingerprint, no second hash
+    if found or later:
+        _report_invalidated(run, before, stats["fingerprint"])
     print(f"prepared {dataset.name} -> {out}")
-    print(format_stats(json.loads((out / "stats.json").read_text())))  # written by save (no second hash)
+    print(format_stats(stats))
     if any(dropped.values()):
         print("dropped: " + json.dumps(dropped))
     return 0

@@ -4,7 +4,8 @@ prepare -> tokenize -> train the generator -> train SASRec -> evaluate (test spl
 a few sample recommendations, in about 22 minutes on 2 CPU cores (measured): the generator and SASRec train on
 time budgets (``--generator-minutes``, ``--sasrec-minutes``) and stop early when validation stalls.
 Each stage is the same function its own command runs, so every step can be re-run or resumed alone;
-the summary at the end says where each artefact is.
+the summary at the end says where each artefact is. A used ``--out`` folder is refused before anything
+runs (it lists what is there): ``--overwrite`` redoes every stage in it, ``--skip`` keeps some.
 """
 
 from __future__ import annotations
@@ -18,6 +19,24 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 STAGES = ("prepare", "tokenize", "generator", "sasrec", "evaluate", "samples")
+#: quickstart stage -> the run-folder stage whose outputs it writes (``sidrec.utils.run_folder``)
+RUN_FOLDER_STAGE = {"prepare": "prepare", "tokenize": "tokenize", "generator": "train", "sasrec": "sasrec",
+                    "evaluate": "evaluate"}
+
+
+def check_fresh(run: Path, stages: list[str]) -> None:
+    """``ValueError`` listing the outputs the planned ``stages`` would replace in ``run`` (if any)."""
+    from sidrec.utils.run_folder import existing_outputs
+
+    found = [f"{path} ({name})" for name in stages if name in RUN_FOLDER_STAGE
+             for path in existing_outputs(run, RUN_FOLDER_STAGE[name])]
+    if "generator" in stages and (run / "generator_state").is_dir() and any((run / "generator_state").iterdir()):
+        found.append("generator_state/ (generator)")
+    if found:
+        raise ValueError(
+            f"{run} is a used run folder: {', '.join(found)}. Pass --overwrite to redo those stages (saved "
+            f"generator states are kept), --skip STAGES to keep some of them, or --out a new folder"
+        )
 
 
 def _stage(name: str, fn, *args) -> float:
@@ -31,10 +50,10 @@ def _stage(name: str, fn, *args) -> float:
     return took
 
 
-def _prepare(run: Path, dataset: str) -> int:
+def _prepare(run: Path, dataset: str, overwrite: bool) -> int:
     from sidrec.cli import cmd_prepare
 
-    return cmd_prepare(["--dataset", dataset, "--out", str(run)])
+    return cmd_prepare(["--dataset", dataset, "--out", str(run), *(["--overwrite"] if overwrite else [])])
 
 
 def _samples(run: Path, n: int) -> int:
@@ -99,19 +118,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="SASRec training budget in minutes (stops after the epoch that crosses it; default 4)")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip (of {', '.join(STAGES)})")
     p.add_argument("--samples", type=int, default=3, help="users to show sample recommendations for")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo the stages whose outputs already exist in --out (default: refuse a used folder)")
     args = p.parse_args(argv)
     run = Path(args.out)
     skip = {s for s in args.skip.split(",") if s}
     if skip - set(STAGES):
         raise ValueError(f"unknown stage(s) in --skip: {sorted(skip - set(STAGES))}; stages: {', '.join(STAGES)}")
+    if not args.overwrite:
+        check_fresh(run, [s for s in STAGES if s not in skip])
+    again = ["--overwrite"] if args.overwrite else []
     baselines = "popularity,knn" + ("" if "sasrec" in skip else ",sasrec")
     plan = {
-        "prepare": (_prepare, run, args.dataset),
-        "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config]),
+        "prepare": (_prepare, run, args.dataset, args.overwrite),
+        "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config, *again]),
         "generator": (generator.main, ["--run", str(run), "--config", args.generator_config,
-                                       "--max-minutes", str(args.generator_minutes)]),
-        "sasrec": (sasrec.main, ["--run", str(run), "--max-minutes", str(args.sasrec_minutes)]),
-        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines]),
+                                       "--max-minutes", str(args.generator_minutes), *again]),
+        "sasrec": (sasrec.main, ["--run", str(run), "--max-minutes", str(args.sasrec_minutes), *again]),
+        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines, *again]),
         "samples": (_samples, run, args.samples),
     }
     seconds = {name: _stage(name, fn, *fn_args) for name, (fn, *fn_args) in plan.items() if name not in skip}

@@ -93,3 +93,57 @@ def test_cli_recommend(trained_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:3] == ["rank", "item_id", "score"] and len(lines) == 5
     assert cli_main(["recommend", "--run", str(trained_run), "--history", "nope"]) == 1  # a clear error, exit 1
+
+
+HYBRID_ARGS = ["--config", "generator/hybrid", "--d-model", "32", "--num-layers", "1", "--num-decoder-layers", "1",
+               "--num-heads", "2", "--d-kv", "16", "--d-ff", "64", "--max-steps", "4", "--warmup-steps", "2",
+               "--batch-size", "16", "--eval-every", "0", "--valid-max-users", "16", "--save-every", "0",
+               "--max-items", "10"]
+
+
+@pytest.fixture(scope="module")
+def item_run(trained_run, tmp_path_factory):
+    """The same 30-user run with an item-family (hybrid) generator instead of the tiger one."""
+    run = tmp_path_factory.mktemp("item") / "run"
+    for part in ("dataset", "tokenizer", "cache"):
+        shutil.copytree(trained_run / part, run / part)
+    shutil.copy(trained_run / "catalog.jsonl", run / "catalog.jsonl")
+    assert cli_main(["train", "--run", str(run), *HYBRID_ARGS]) == 0
+    return run
+
+
+def test_item_family_recommender_serves_hybrid_scores_and_new_items(item_run, tmp_path):
+    rec = sidrec.Recommender.from_pretrained(item_run)
+    assert rec.model.family == "item" and rec.model.reads_text
+    history = rec.tokenizer.item_ids[:3]
+    top = rec.recommend(history, k=5)
+    assert len(top) == 5 and not set(history) & {r.item_id for r in top}
+    assert [r.score for r in top] == sorted((r.score for r in top), reverse=True)
+    n_items = rec.model.num_items
+    rec.add_items([{"item_id": "new-1", "title": "Rose Lip Balm", "brand": "Acme",
+                    "categories": [["Beauty", "Skin Care", "Lips"]]}])
+    # the generator's own item table grew too: the new item has the tokenizer's codes, its text, no ID
+    assert rec.model.num_items == n_items + 1 and int(rec.model.embedder.id_rows[-1]) == 0
+    assert (rec.model.item_codes[-1] == rec.tokenizer.codes[-1]).all()
+    assert rec.model.embedder.text[-1].abs().sum() > 0
+    others = [i for i in rec.tokenizer.item_ids if i != "new-1"]
+    assert [r.item_id for r in rec.recommend(others, k=1)] == ["new-1"]  # reachable by the beam search
+    rec.save_pretrained(tmp_path / "release")
+    again = sidrec.Recommender.from_pretrained(tmp_path / "release")
+    assert again.recommend(history, k=5) == rec.recommend(history, k=5)
+
+
+def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):
+    import json
+
+    from sidrec.eval.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--run", str(item_run), "--split", "test", "--baselines", "popularity",
+                          "--bootstrap", "0", "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert result["generator"]["family"] == "item"
+    assert set(result["generator_variants"]) == {"generator (generation only)", "generator (dense only)"}
+    for block in [result, *result["generator_variants"].values()]:
+        assert 0 <= block["metrics"]["recall@10"] <= 1 and block["metrics"]["invalid_rate"] == 0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "generator (dense only)" in report and "generator (generation only)" in report

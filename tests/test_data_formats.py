@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import logging
 from pathlib import Path
@@ -204,6 +205,48 @@ def test_generic_csv_that_pyarrow_refuses_is_read_line_by_line(tmp_path):
         f.write("user_id,item_id\nu1,a\nu1,c\n")
     (tmp_path / "interactions.csv").unlink()
     assert read_dataset(tmp_path).items == ["a", "c"]
+
+
+_ROWS = "".join(f"u{n % 3},{'abc'[n % 3]},{n}\n" for n in range(3000))  # ~25 KB: several 4 KB blocks
+
+
+@pytest.mark.parametrize("block", [16 << 20, 4096])
+@pytest.mark.parametrize(("bad", "match"), [
+    ('u9,a,"1"2\n', r"line 3002: not valid CSV \(',' expected after '\"'\)"),  # pyarrow reads "1"2 as 12
+    ('u9,a,"1\n', r"line 3002: not valid CSV \(unexpected end of data\); a quoted field is never closed"),
+    ("u9,a," + "9" * 200_000 + "\n", r"line 3002: not valid CSV \(field larger than field limit"),
+    ("u9,a,1\rb,c\n", r"line 3002: not valid CSV \(new-line character seen in unquoted field"),
+])
+def test_generic_csv_errors_outside_the_id_columns_are_the_csv_modules(tmp_path, monkeypatch, block, bad, match):
+    """What strict csv refuses but pyarrow reads (in a column the fast path does not even decode) is an error
+    naming the line, at any block size, not a silently different dataset."""
+    monkeypatch.setattr(generic_mod, "BLOCK_BYTES", block)
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\n" + _ROWS + bad + "u1,b,5\n")
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": i}) + "\n" for i in "abc"))
+    with pytest.raises(ValueError, match=r"interactions\.csv, " + match) as err:
+        read_dataset(tmp_path)
+    assert len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("block", [16 << 20, 4096])
+def test_generic_csv_fast_path_and_csv_module_read_the_same_rows(tmp_path, monkeypatch, block):
+    """Quoted fields (fully quoted, as R writes them), CRLF ends and a long line under the limit: the csv
+    module's rows, whichever path reads them."""
+    monkeypatch.setattr(generic_mod, "BLOCK_BYTES", block)
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": i}) + "\n" for i in ("a", "b", "c", "a,b")))
+    cases = {
+        "plain": "user_id,item_id,ts\n" + _ROWS,
+        "crlf": ("user_id,item_id,ts\n" + _ROWS).replace("\n", "\r\n"),
+        "quoted": '"user_id","item_id","ts"\n' + "".join(f'"u{n % 3}","{"abc"[n % 3]}","{n}"\n' for n in range(3000))
+        + '"u1","a,b","x ""y"" z"\n',
+        "long": "user_id,item_id,ts\n" + _ROWS + "u1,b," + "9" * 100_000 + "\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / "interactions.csv").write_bytes(text.encode())
+        rows = [r for r in csv.reader(io.StringIO(text.replace("\r\n", "\n")))][1:]
+        raw = read_dataset(tmp_path)
+        assert list(zip(raw.users, raw.items, strict=True)) == sorted(
+            ((u, i) for u, i, _ in rows), key=lambda r: int(r[0][1:])), name
 
 
 def test_interaction_log_encodes_chunks_against_one_vocabulary():

@@ -63,7 +63,7 @@ def test_evaluate_writes_three_files(eval_run):
     # same seed, same numbers
     first = m
     main(["--run", str(eval_run), "--split", "test", "--bootstrap", "50", "--max-users", "120",
-          "--baselines", "popularity"])
+          "--baselines", "popularity", "--overwrite"])
     again = json.loads((out / "metrics.json").read_text())
     assert again["baselines"]["popularity"]["ci"] == first["baselines"]["popularity"]["ci"]
 

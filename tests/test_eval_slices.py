@@ -65,3 +65,14 @@ def test_standard_slices_use_target_popularity():
 def test_bad_level():
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci(_per_user(), n_boot=10, level=1.5)
+
+
+def test_cold_target_slices_split_users_by_their_target():
+    per_user = {"recall@10": np.array([1.0, 0.0, 1.0, 0.0])}
+    cold = np.array([False, True, False, True, False])  # items 1 and 3 are cold
+    out = standard_slices(per_user, histories=[[0], [0], [2], [4]], targets=np.array([1, 0, 3, 3]),
+                          item_counts=np.ones(5), cold_items=cold)
+    assert out["target_cold"]["cold"] == {"users": 3, "recall@10": pytest.approx(2 / 3)}
+    assert out["target_cold"]["warm"] == {"users": 1, "recall@10": 0.0}
+    plain = standard_slices(per_user, histories=[[0]] * 4, targets=np.array([1, 0, 3, 3]), item_counts=np.ones(5))
+    assert "target_cold" not in plain

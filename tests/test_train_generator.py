@@ -27,6 +27,10 @@ TINY = [
     "--eval-batch-size", "16", "--dropout", "0.1",
 ]
 
+# the item family: no user token, no text (the tests run no sentence-embedding model), IDs for warm items
+ITEM = ["--family", "item", "--user-buckets", "0", "--text-input", "false", "--id-min-count", "1",
+        "--hybrid-weights", "0,1,4"]
+
 
 def make_generator_run(src: Path, dst: Path) -> Path:
     """Copy a prepared run folder and add a tiny fitted tokenizer (random embeddings, RQ-KMeans 8x8)."""
@@ -80,7 +84,9 @@ def test_smoke_run_writes_model_log_and_state(gen_run, tmp_path):
     assert log["best_step"] in (3, 6)
     model = SemanticIdGenerator.from_pretrained(run / "generator")
     assert model.max_items == 5 and model.vocab.num_user_buckets == 16
-    assert sorted(p.name for p in (run / "generator_state").iterdir()) == ["step-00000003", "step-00000006"]
+    (states,) = (run / "generator_state").iterdir()  # one folder per training run, named by its id
+    assert states.name == log["run_id"]
+    assert sorted(p.name for p in states.iterdir()) == ["run.json", "step-00000003", "step-00000006"]
     # the examples cache was written once and is reused
     assert len(list((run / "generator_cache").iterdir())) == 1
 
@@ -98,28 +104,65 @@ def test_loss_decreases_on_real_slice(gen_run, tmp_path):
     assert len(curve) == 3 and curve[-1] < curve[0] - 0.05, curve
 
 
-def test_resume_mid_epoch_matches_uninterrupted(gen_run, tmp_path):
+def test_item_family_trains_and_keeps_the_weight_chosen_on_valid(gen_run, tmp_path):
+    from sidrec.seqmodel import ItemLevelGenerator, load_generator
+    from sidrec.train.generator import main
+
+    run = _fresh(gen_run, tmp_path, "item")
+    assert main(["--run", str(run), *TINY, *ITEM, "--max-steps", "30", "--eval-every", "15", "--save-every", "0",
+                 "--log-every", "10", "--dropout", "0.0", "--lr", "0.01"]) == 0
+    log = json.loads((run / "generator" / "training.json").read_text())
+    assert log["steps"] == 30 and [h["step"] for h in log["history"]] == [15, 30]
+    for entry in log["history"]:  # every validation ranks with each weight and measures the dense head alone
+        assert set(entry["by_weight"]) == {"0.0", "1.0", "4.0"} and 0 <= entry["dense"]["ndcg@10"] <= 1
+        assert entry["ndcg@10"] == max(m["ndcg@10"] for m in entry["by_weight"].values())
+    model = load_generator(run / "generator")
+    assert isinstance(model, ItemLevelGenerator) and model.max_items == 5 and not model.reads_text
+    best = next(h for h in log["history"] if h["step"] == log["best_step"])
+    assert model.config.hybrid_weight == best["hybrid_weight"] == log["hybrid_weight"]
+    curve = [loss for _, loss in log["loss_curve"]]
+    assert curve[-1] < curve[0] - 0.1, curve  # generation + dense loss falls on real sequences
+
+
+@pytest.mark.parametrize("family", ["tiger", "item"])
+def test_resume_mid_epoch_matches_uninterrupted(gen_run, tmp_path, family):
     """Stop after the step-10 state (epoch 1, batch 3), resume to step 12; weights equal an uninterrupted run.
 
-    Batch 512 over 3261 examples = 7 batches per epoch, so the resume lands mid-way through the second
-    epoch (length-grouped shuffle of epoch 1, skip_first_batches). Exact equality holds because the same
+    7 batches per epoch, so the resume lands mid-way through the second epoch (length-grouped shuffle of epoch 1, skip_first_batches). Exact equality holds because the same
     batches, dropout masks (accelerate restores the RNG states; the DataLoader draws its seed from its own
     generator, not the global one) and optimiser/scheduler states are replayed in the same order.
     """
     from sidrec.train.generator import main
 
-    base = [*TINY, "--batch-size", "512", "--eval-every", "0", "--save-every", "5", "--keep-states", "5"]
+    # 7 batches per epoch: tiger 3261 prefixes in batches of 512, item 778 user windows in batches of 128
+    batch = "512" if family == "tiger" else "128"
+    base = [*TINY, *(ITEM if family == "item" else []), "--batch-size", batch, "--eval-every", "0",
+            "--save-every", "5", "--keep-states", "5"]
     full = _fresh(gen_run, tmp_path, "full")
     main(["--run", str(full), *base, "--max-steps", "12"])
     part = _fresh(gen_run, tmp_path, "part")
     main(["--run", str(part), *base, "--max-steps", "11"])  # interrupted one step after the step-10 state
-    progress = json.loads((part / "generator_state" / "step-00000010" / "progress.json").read_text())
+    (state,) = (part / "generator_state").glob("*/step-00000010")
+    progress = json.loads((state / "progress.json").read_text())
     assert (progress["epoch"], progress["batch_in_epoch"]) == (1, 3)
     main(["--run", str(part), *base, "--max-steps", "12", "--resume"])
     a, b = _weights(full), _weights(part)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_validation_at_training_minutes(gen_run, tmp_path):
+    """eval_at_minutes validates once per mark passed (a learning curve at fixed budgets), then at the end."""
+    from sidrec.train.generator import main
+
+    run = _fresh(gen_run, tmp_path, "marks")
+    # the first mark is passed after one step (a step takes far more than 6 ms); the second never is
+    main(["--run", str(run), *TINY, "--max-steps", "3", "--eval-every", "0", "--save-every", "0",
+          "--eval-at-minutes", "0.0001,10000"])
+    log = json.loads((run / "generator" / "training.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 3]
+    assert log["history"][0]["train_seconds"] <= log["history"][1]["train_seconds"]
 
 
 def test_unknown_field_lists_valid_ones(gen_run, tmp_path):
@@ -137,19 +180,21 @@ def test_resume_without_state_is_an_error(gen_run, tmp_path):
         main(["--run", str(run), *TINY, "--max-steps", "2", "--resume"])
 
 
-def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
-    """2 CPU processes (gloo): both ranks end with identical weights; gathered metrics = 1-process eval."""
+@pytest.mark.parametrize("family", ["tiger", "item"])
+def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path, family):
+    """2 CPU processes (gloo): both ranks end with identical weights; gathered metrics = 1-process eval
+    (for the item family: the hybrid ranking with the weight chosen on the gathered validation)."""
     from sidrec.data import PreparedDataset
     from sidrec.decoding import CatalogTrie
     from sidrec.eval.metrics import ranking_metrics
-    from sidrec.seqmodel import SemanticIdGenerator
+    from sidrec.seqmodel import load_generator
     from sidrec.train.generator import evaluate_generator, load_item_codes
 
-    run = _fresh(gen_run, tmp_path, "ddp")
+    run = _fresh(gen_run, tmp_path, f"ddp-{family}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "sidrec.train.generator", "--run", str(run), *TINY,
+           "-m", "sidrec.train.generator", "--run", str(run), *TINY, *(ITEM if family == "item" else []),
            "--max-steps", "40", "--eval-every", "40", "--save-every", "40", "--valid-max-users", "299", "--lr", "0.02"]
     # a timeout: a rank stuck in a collective must fail the test, not hang CI
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
@@ -162,7 +207,7 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path):
     # the gathered validation metrics (299 users: uneven shards, padding dropped) = one process on the saved model
     dataset = PreparedDataset.load(run)
     codes, sizes = load_item_codes(run, dataset.item_ids)
-    model = SemanticIdGenerator.from_pretrained(run / "generator")
+    model = load_generator(run / "generator")
     split = dataset.eval_split("valid").sample(299, seed=0)
     topk = evaluate_generator(model, trie=CatalogTrie(codes=codes, level_sizes=sizes), item_codes=codes,
                               histories=split.histories, user_ids=[dataset.user_ids[u] for u in split.user_index],

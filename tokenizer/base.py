@@ -11,7 +11,6 @@ Persistence is a folder with ``config.json`` (the registered name, constructor p
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -20,10 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from sidrec.tokenizer.embeddings import check_embeddings
-from sidrec.utils import atomic_write_json
+from sidrec.utils import atomic_write_json, load_safetensors, read_json
 
 if TYPE_CHECKING:
     from sidrec.tokenizer.config import TokenizerConfig
@@ -225,6 +224,9 @@ class Quantizer(ABC):
         for f in ("config.json", "model.safetensors"):
             if not (d / f).is_file():
                 raise ValueError(f"{d} has no {f}; point at a folder written by save_pretrained")
-        config = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        config = config.get("quantizer", config)  # a tokenizer folder nests the quantizer config
-        return cls.from_state(config, load_file(str(d / "model.safetensors")))
+        config = read_json(d / "config.json")
+        config = config.get("quantizer", config) if isinstance(config, dict) else config  # a tokenizer nests it
+        if not isinstance(config, dict) or "method" not in config:
+            raise ValueError(f"{d / 'config.json'} is not a quantizer config (no 'method'); point at a folder "
+                             "written by save_pretrained")
+        return cls.from_state(config, load_safetensors(d / "model.safetensors"))

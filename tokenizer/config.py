@@ -7,8 +7,17 @@ Fields that only one method reads are prefixed with that method's name (``rqvae_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from sidrec.utils.config import Choice, Range, Rule, Text
 
 COLLISION_STRATEGIES = ("append", "reassign")
+
+
+def _quantizer_names() -> list[str]:
+    from sidrec.tokenizer.base import QUANTIZERS
+
+    return sorted(QUANTIZERS)
 
 
 @dataclass
@@ -86,8 +95,23 @@ class TokenizerConfig:
     fsq_batch_size: int = 1024
     fsq_lr: float = 3e-3
 
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "method": Choice(provider=_quantizer_names), "num_levels": Range(1, 16),
+        "codebook_size": Range(2, null=True),  # null: sized to the catalog (sidrec.tokenizer.sizing)
+        "seed": Range(0), "torch_threads": Range(0), "embedding_model": Text(), "embedding_batch_size": Range(1),
+        "collision_strategy": Choice(COLLISION_STRATEGIES), "reassign_candidates": Range(1),
+        "collision_min_size": Range(1), "max_collision_group": Range(1), "kmeans_niter": Range(1),
+        "kmeans_points_per_centroid": Range(1, null=True),  # null: k-means trains on every row
+        "rqvae_hidden_dims": Range(1),
+        "rqvae_latent_dim": Range(1), "rqvae_beta": Range(0), "rqvae_epochs": Range(1), "rqvae_batch_size": Range(1),
+        "rqvae_lr": Range(0, lo_open=True), "rqvae_weight_decay": Range(0), "rqvae_dead_code_every": Range(1),
+        "rqvae_dead_code_stop_before_end": Range(0), "fsq_levels": Range(2), "fsq_dims_per_token": Range(1),
+        "fsq_hidden_dims": Range(1), "fsq_epochs": Range(1), "fsq_batch_size": Range(1),
+        "fsq_lr": Range(0, lo_open=True),
+    }
+
     def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot work, naming the fix."""
+        """Raise ``ValueError`` for settings that cannot work, naming the fix (per-field ranges: ``FIELD_RULES``)."""
         from sidrec.tokenizer.base import QUANTIZERS
 
         if self.method not in QUANTIZERS:

@@ -7,13 +7,13 @@ collision level's size, ``max(largest group, config.collision_min_size)``; the h
 largest group is what ``assign`` can use for cold-start items landing in an existing group.
 
 Folder layout (``save_pretrained``): ``config.json`` (tokenizer config, quantizer config, embedding model
-and text template), ``model.safetensors`` (quantizer tensors), ``semantic_ids.tsv`` (``item_id<TAB>c0 c1 ..``)
-and ``stats.json``.
+and text template, and ``table``: the row count and fingerprint of the ID table, checked on load),
+``model.safetensors`` (quantizer tensors), ``semantic_ids.tsv`` (``item_id<TAB>c0 c1 ..``) and
+``stats.json`` (fit statistics; ``dataset_fingerprint``: the prepared dataset it was fitted on).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from sidrec.data.rawio import paused_gc
 from sidrec.tokenizer.base import Quantizer, build_quantizer
@@ -37,7 +37,15 @@ from sidrec.tokenizer.config import TokenizerConfig
 from sidrec.tokenizer.embeddings import check_embeddings, embed_texts
 from sidrec.tokenizer.sizing import code_space_warning, resolve_sizes
 from sidrec.tokenizer.stats import decoded_cosine, tokenizer_stats
-from sidrec.utils import atomic_write_json, atomic_write_text, config_to_dict, load_config
+from sidrec.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    config_to_dict,
+    load_config,
+    load_safetensors,
+    read_json,
+)
+from sidrec.utils.provenance import check_table, table_record
 from sidrec.utils.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -199,13 +207,23 @@ class SemanticIdTokenizer:
         fit and are not recomputed. ``ValueError`` (and no change) for an existing or repeated item_id,
         or when a group would outgrow the collision level.
         """
-        ids, texts = self._parse_new_items(new_items)
+        ids, emb = self.embed_new_items(new_items, cache_dir=cache_dir, show_progress=show_progress)
         if not ids:
             return np.zeros((0, self.num_levels), dtype=np.int64)
+        return self.assign_embeddings(ids, emb)
+
+    def embed_new_items(self, new_items: Iterable[NewItem], *, cache_dir: str | os.PathLike | None = None,
+                        show_progress: bool = False) -> tuple[list[str], np.ndarray]:
+        """``(ids, embeddings (M, D))`` of items not in the table, embedded as the fit was (same model and
+        template); nothing is assigned. ``assign`` = this + ``assign_embeddings``; a caller that also needs
+        the embeddings (a generator that reads item text) calls the two itself."""
+        ids, texts = self._parse_new_items(new_items)
+        if not ids:
+            return [], np.zeros((0, self.quantizer.input_dim), dtype=np.float32)
         emb = embed_texts(texts, model_name=self.config.embedding_model, template=self.text_template,
                           cache_dir=cache_dir, batch_size=self.config.embedding_batch_size,
                           show_progress=show_progress)
-        return self.assign_embeddings(ids, emb)
+        return ids, emb
 
     def _parse_new_items(self, new_items: Iterable[NewItem]) -> tuple[list[str], list[str]]:
         ids: list[str] = []
@@ -216,10 +234,10 @@ class SemanticIdTokenizer:
                     raise ValueError(f"new item #{n} has no 'item_id' key; give dicts with item_id + text fields")
                 from sidrec.data import render_item_text
 
-                ids.append(str(item["item_id"]))
+                ids.append(_new_item_id(item["item_id"], n))
                 texts.append(render_item_text(item, self.text_template or None))
             elif isinstance(item, tuple | list) and len(item) == 2:
-                ids.append(str(item[0]))
+                ids.append(_new_item_id(item[0], n))
                 texts.append(str(item[1]))
             else:
                 raise ValueError(f"new item #{n} is {type(item).__name__}; give a dict with item_id + fields "
@@ -229,7 +247,8 @@ class SemanticIdTokenizer:
 
     def _check_new_ids(self, ids: Sequence[str]) -> None:
         seen: set[str] = set()
-        for item in ids:
+        for n, item in enumerate(ids):
+            _new_item_id(item, n)
             if item in self._index:
                 raise ValueError(f"item_id {item!r} already has a semantic ID (row {self._index[item]}); "
                                  "assign() only adds new items")
@@ -239,7 +258,7 @@ class SemanticIdTokenizer:
 
     def assign_embeddings(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """``assign`` for items already embedded (``(M, D)``, same model as the fit)."""
-        ids = [str(i) for i in item_ids]
+        ids = [_new_item_id(i, n) for n, i in enumerate(item_ids)]
         self._check_new_ids(ids)
         emb = check_embeddings(embeddings, dim=self.quantizer.input_dim, what="new item embeddings")
         if len(emb) != len(ids):
@@ -285,7 +304,7 @@ class SemanticIdTokenizer:
             "level_sizes": self.level_sizes, "num_items": self.num_items,
             "embedding_model": self.config.embedding_model, "embedding_dim": self.quantizer.input_dim,
             "text_template": self.text_template, "config": config_to_dict(self.config),
-            "quantizer": self.quantizer.get_config(),
+            "quantizer": self.quantizer.get_config(), "table": table_record(self.item_ids, self.codes),
         }
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -310,26 +329,77 @@ class SemanticIdTokenizer:
     def from_pretrained(cls, directory: str | os.PathLike) -> SemanticIdTokenizer:
         """Load a folder written by ``save_pretrained`` (e.g. ``RUN/tokenizer``)."""
         d = Path(directory)
+        refit = f"refit it (`sidrec tokenize --run {d.parent} --overwrite`) or restore the folder"
         for f in ("config.json", "model.safetensors", TABLE_FILE):
             if not (d / f).is_file():
                 raise ValueError(f"{d} has no {f}; train one with `python -m sidrec.train.tokenizer --run RUN`")
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{d}/config.json is not a semantic-ID tokenizer (format {meta.get('format')!r})")
-        config = load_config(TokenizerConfig, None, meta["config"])
-        quantizer = Quantizer.from_state(meta["quantizer"], load_file(str(d / "model.safetensors")))
+        meta = read_json(d / "config.json", fix=refit)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{d}/config.json is not a semantic-ID tokenizer (format {fmt!r})")
+        try:
+            config = load_config(TokenizerConfig, None, meta["config"])
+            level_sizes = [int(k) for k in meta["level_sizes"]]
+            quantizer = Quantizer.from_state(meta["quantizer"], load_safetensors(d / "model.safetensors", fix=refit))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{d}/config.json lacks or garbles {e}; {refit}") from e
         if meta.get("embedding_dim") != quantizer.input_dim:
             raise ValueError(f"{d}: config.json says embedding_dim {meta.get('embedding_dim')} but the quantizer "
                              f"expects {quantizer.input_dim}; the folder is inconsistent, refit the tokenizer")
-        ids, rows = [], []
-        text = (d / TABLE_FILE).read_text(encoding="utf-8").splitlines()
-        for n, line in enumerate(text[1:], start=2):
-            item, sep, codes = line.partition("\t")
-            if not sep:
-                raise ValueError(f"{d / TABLE_FILE}:{n}: expected 'item_id<TAB>codes'")
-            ids.append(item)
-            rows.append([int(c) for c in codes.split()])
-        codes = np.asarray(rows, dtype=np.int64).reshape(len(ids), len(meta["level_sizes"]))
-        stats = json.loads((d / "stats.json").read_text(encoding="utf-8")) if (d / "stats.json").is_file() else {}
-        return cls(item_ids=ids, codes=codes, level_sizes=meta["level_sizes"], quantizer=quantizer, config=config,
+        ids, codes = _read_table(d / TABLE_FILE, len(level_sizes), fix=refit)
+        # the table's checksum: its row count and fingerprint as written (older folders: the count only)
+        record = meta.get("table") or ({"rows": meta["num_items"]} if "num_items" in meta else None)
+        if record is not None and "fingerprint" not in record and int(record["rows"]) != len(ids):
+            raise ValueError(f"{d / TABLE_FILE} holds {len(ids)} rows, but {d}/config.json records "
+                             f"{record['rows']} items: the table was truncated or edited; {refit}")
+        if record is not None and "fingerprint" in record:
+            check_table(record, ids, codes, recorded_by=f"{d}/config.json", table=str(d / TABLE_FILE), fix=refit)
+        stats = read_json(d / "stats.json", fix=refit) if (d / "stats.json").is_file() else {}
+        return cls(item_ids=ids, codes=codes, level_sizes=level_sizes, quantizer=quantizer, config=config,
                    text_template=meta.get("text_template", ""), stats=stats)
+
+    @property
+    def dataset_fingerprint(self) -> str | None:
+        """The prepared dataset this table was fitted on (None when unknown: fitted outside a run folder)."""
+        value = self.stats.get("dataset_fingerprint")
+        return str(value) if value else None
+
+    def table_record(self) -> dict[str, Any]:
+        """``{"rows", "fingerprint"}`` of the current ID table (``sidrec.utils.provenance``)."""
+        return table_record(self.item_ids, self.codes)
+
+
+def _new_item_id(value: Any, n: int) -> str:
+    """A new item's id as a string; ``ValueError`` for None, an empty id, or a tab or line break in it."""
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | np.integer):
+        raise ValueError(f"new item #{n} has item_id {value!r}; give a non-empty string (or an integer)")
+    item = str(value)
+    if not item.strip():
+        raise ValueError(f"new item #{n} has an empty item_id {value!r}; give every item a non-empty id")
+    if any(c in item for c in "\t\n\r"):
+        raise ValueError(f"new item #{n} has item_id {item!r} with a tab or line break; {TABLE_FILE} is tab-separated")
+    return item
+
+
+def _read_table(path: Path, num_levels: int, *, fix: str) -> tuple[list[str], np.ndarray]:
+    """``semantic_ids.tsv`` -> item ids and ``codes (N, L)``; errors name the file and the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); {fix}") from e
+    if not lines or lines[0] != "item_id\tcodes":
+        raise ValueError(f"{path}: the first line must be the header 'item_id<TAB>codes'; {fix}")
+    ids: list[str] = []
+    rows: list[list[int]] = []
+    for n, line in enumerate(lines[1:], start=2):
+        item, sep, codes = line.partition("\t")
+        try:
+            row = [int(c) for c in codes.split()]
+        except ValueError:
+            row = []
+        if not sep or len(row) != num_levels:
+            raise ValueError(f"{path}, line {n}: expected 'item_id<TAB>' and {num_levels} integer codes, "
+                             f"got {line[:120]!r}; {fix}")
+        ids.append(item)
+        rows.append(row)
+    return ids, np.asarray(rows, dtype=np.int64).reshape(len(ids), num_levels)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sidrec.utils import config_from_args, configure_logging
+from sidrec.utils import configure_logging, load_config, parse_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +41,25 @@ _STATE_RE = re.compile(r"^step-(\d+)$")
 
 @dataclass
 class RunArgs:
-    """What every stage's command line gives: the run folder, the typed config, whether to resume."""
+    """What every stage's command line gives: the run folder, the typed config, whether to resume (which
+    run: ``resume_id``, None = the newest), whether an existing output may be replaced, and whether a
+    resumed run keeps its saved config where the command line differs."""
 
     run: Path
     config: Any
     config_name: str | None
     resume: bool
+    resume_id: str | None = None
+    overwrite: bool = False
+    keep_saved_config: bool = False
+    explicit_fields: frozenset[str] = frozenset()  # the fields given as --field value
 
 
 def parse_run_args(
     argv: Sequence[str] | None, config_cls: type[T], *, prog: str, description: str, default_config: str | None
 ) -> RunArgs:
-    """Parse ``--run RUN [--config NAME_OR_PATH] [--resume] [--field value ...]``.
+    """Parse ``--run RUN [--config NAME_OR_PATH] [--resume [RUN_ID]] [--overwrite] [--keep-saved-config]
+    [--field value ...]``.
 
     Unknown ``--field`` names raise ``ValueError`` listing the valid fields of ``config_cls``.
     """
@@ -62,10 +69,21 @@ def parse_run_args(
     )
     parser.add_argument("--run", required=True, help="run folder (RUN/dataset must exist)")
     parser.add_argument("--config", default=default_config, help=f"preset name or YAML path (default {default_config})")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest saved state of this stage")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_ID",
+                        help="continue the newest training run (or RUN_ID) from its latest saved state; the config "
+                             "must match the saved one except budgets and logging. States hold pickles: resume only "
+                             "from run folders you made")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace this stage's existing output (other runs' saved states are kept)")
+    parser.add_argument("--keep-saved-config", action="store_true",
+                        help="with --resume: use the run's saved values for the fields that differ")
     args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = config_from_args(config_cls, args.config, rest)
-    return RunArgs(run=Path(args.run), config=cfg, config_name=args.config, resume=args.resume)
+    overrides = parse_overrides(config_cls, rest)
+    cfg = load_config(config_cls, args.config, overrides)
+    resume_id = None if args.resume in (None, "latest") else args.resume
+    return RunArgs(run=Path(args.run), config=cfg, config_name=args.config, resume=args.resume is not None,
+                   resume_id=resume_id, overwrite=args.overwrite, keep_saved_config=args.keep_saved_config,
+                   explicit_fields=frozenset(overrides))
 
 
 def setup_logging(accelerator: Any | None = None, level: int = logging.INFO) -> None:

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.utils.data import DataLoader
@@ -26,6 +27,9 @@ from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
 from sidrec.train.common import LengthGroupedBatchSampler, finish, make_accelerator
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
+from sidrec.utils.config import Range, Rule, validate_config
+from sidrec.utils.provenance import stage_record
+from sidrec.utils.run_folder import refuse_existing
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,17 @@ class SasrecTrainConfig:
     num_threads: int = 0
     seed: int = 0
 
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "hidden_size": Range(1), "num_blocks": Range(1), "num_heads": Range(1), "max_len": Range(2),
+        "dropout": Range(0, 1, hi_open=True), "attn_dropout": Range(0, 1, hi_open=True), "lr": Range(0, lo_open=True),
+        "weight_decay": Range(0), "batch_size": Range(1), "epochs": Range(1), "patience": Range(1),
+        "max_steps": Range(0), "valid_max_users": Range(0), "max_minutes": Range(0), "eval_batch_size": Range(1),
+        "num_threads": Range(0), "seed": Range(0),
+    }
+
     def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if self.batch_size < 1 or self.epochs < 1 or self.patience < 1:
             raise ValueError("batch_size, epochs and patience must be >= 1")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attn_dropout < 1.0:
@@ -108,7 +122,8 @@ def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConf
 
 def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
     """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log."""
-    cfg.validate()
+    validate_config(cfg)
+    provenance = stage_record(dataset_fingerprint=dataset.fingerprint())
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     accelerator = make_accelerator(seed=cfg.seed)
@@ -149,7 +164,7 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
                         entry["loss"], metrics["ndcg@10"], metrics["recall@10"], entry["elapsed_s"])
             if metrics["ndcg@10"] > best:
                 best, best_epoch = metrics["ndcg@10"], epoch + 1
-                raw_model.save_pretrained(out_dir)  # atomic: an interrupted run keeps its best epoch
+                raw_model.save_pretrained(out_dir, provenance=provenance)  # atomic: an interrupted run keeps it
         log = {"config": config_to_dict(cfg), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
                "epochs_run": len(history), "train_seconds": round(time.time() - t0, 1), "history": history}
         if accelerator.is_main_process:
@@ -173,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidrec.train.sasrec", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run folder holding dataset/ (from `sidrec prepare`)")
     parser.add_argument("--config", default="baselines/sasrec", help="preset name or YAML path")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing RUN/baselines/sasrec")
     args, rest = parser.parse_known_args(argv)
     configure_logging()
     cfg = config_from_args(SasrecTrainConfig, args.config, rest)
+    refuse_existing(args.run, "sasrec", overwrite=args.overwrite)
     dataset = PreparedDataset.load(args.run)
     out = Path(args.run) / "baselines" / "sasrec"
     log = train_sasrec(dataset, cfg, out)

@@ -4,7 +4,9 @@ Also runs as ``accelerate launch -m sidrec.train.tokenizer --run RUN`` and ``sid
 Reads ``RUN/dataset`` (``sidrec prepare``), embeds the item texts (cached in ``RUN/cache``; the main
 process embeds first, the others then read the cache), fits the configured quantizer, resolves
 collisions and writes ``RUN/tokenizer/`` atomically: config.json, model.safetensors, semantic_ids.tsv,
-stats.json. Any ``TokenizerConfig`` field can be overridden as ``--field value``.
+stats.json. Any ``TokenizerConfig`` field can be overridden as ``--field value``. An existing
+``RUN/tokenizer`` is replaced only with ``--overwrite``; when the new table differs, the stages trained on
+the old one (``RUN/generator``, its states) are named: their loaders now refuse them.
 """
 
 from __future__ import annotations
@@ -16,19 +18,36 @@ from pathlib import Path
 
 from sidrec.data import PreparedDataset
 from sidrec.tokenizer import SemanticIdTokenizer, TokenizerConfig, embed_texts
-from sidrec.utils import atomic_dir, config_from_args, configure_logging
+from sidrec.utils import atomic_dir, config_from_args, configure_logging, read_json, validate_config
+from sidrec.utils.run_folder import later_stages_present, refuse_existing
 
 logger = logging.getLogger(__name__)
 
 
-def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=None) -> SemanticIdTokenizer:
-    """Embed ``RUN``'s items, fit the tokenizer and (on the main process) write ``RUN/tokenizer``."""
+def _old_table(run: Path) -> dict | None:
+    """The ``table`` record of the tokenizer in ``run`` (None when there is none or it is unreadable)."""
+    try:
+        meta = read_json(run / "tokenizer" / "config.json")
+    except ValueError:
+        return None
+    return meta.get("table") if isinstance(meta, dict) else None
+
+
+def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=None,
+                      overwrite: bool = False) -> SemanticIdTokenizer:
+    """Embed ``RUN``'s items, fit the tokenizer and (on the main process) write ``RUN/tokenizer``.
+
+    An existing ``RUN/tokenizer`` is an error unless ``overwrite``.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    validate_config(config)
+    run = Path(run)
+    refuse_existing(run, "tokenize", overwrite=overwrite)
+    old_table = _old_table(run)
     accelerator = accelerator or Accelerator()
     set_seed(config.seed)
-    run = Path(run)
     dataset = PreparedDataset.load(run)
     t0 = time.perf_counter()
     with accelerator.main_process_first():
@@ -44,6 +63,16 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
         with atomic_dir(run / "tokenizer") as tmp:
             tok.save_pretrained(tmp)
         logger.info("wrote %s", run / "tokenizer")
+        later = later_stages_present(run, "tokenize")
+        new_table = tok.table_record()
+        if old_table is not None and later:
+            if old_table.get("fingerprint") == new_table["fingerprint"]:
+                logger.info("the semantic-ID table is unchanged (%s): %s still match it", new_table["fingerprint"],
+                            ", ".join(later))
+            else:
+                logger.warning("the semantic-ID table changed (%s -> %s); trained on the old one and now refused "
+                               "by their loaders: %s. Retrain: sidrec train --run %s --overwrite",
+                               old_table.get("fingerprint", "unknown"), new_table["fingerprint"], ", ".join(later), run)
     accelerator.wait_for_everyone()
     return tok
 
@@ -54,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="run folder holding dataset/ (from `sidrec prepare`)")
     parser.add_argument("--config", default="tokenizer/rqvae", help="preset name (tokenizer/rqvae, "
                         "tokenizer/rqkmeans, tokenizer/fsq) or YAML path")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing RUN/tokenizer (a generator trained on the old IDs is then refused)")
     args, rest = parser.parse_known_args(argv)
     configure_logging()
     config = config_from_args(TokenizerConfig, args.config, rest)
-    tok = fit_run_tokenizer(args.run, config)
+    tok = fit_run_tokenizer(args.run, config, overwrite=args.overwrite)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

@@ -4,16 +4,24 @@ Every stage describes its settings as a flat ``@dataclass`` whose defaults expla
 themselves. A preset (``configs/<stage>/<name>.yaml``) sets some fields; the command line
 overrides any field (``--max-steps 20`` sets ``max_steps``). A key that is not a field is
 an error that lists the valid fields, so a typo never passes silently.
+
+A config class declares what each field may hold in ``FIELD_RULES`` (``{name: Range | Choice | Text}``):
+every number a range, every enum its allowed values. ``validate_config`` checks them (then the class's
+own ``validate()`` for rules across fields) before any model is built; the message names the field, the
+value and what is allowed. A value that cannot be read as the field's type (``--lr abc``, ``lr: fast``)
+and a YAML syntax error name the field or the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +60,104 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
         f"config {str(name_or_path)!r} is neither a file nor a preset; "
         f"give a YAML path or one of: {', '.join(sorted(set(presets)))}"
     )
+
+
+# ----------------------------------------------------------------------------------------- field rules
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: ``lo <= v <= hi`` (``<`` on an open end; None = unbounded). For a list field,
+    every element. NaN and infinities are never allowed. ``null``: the field may also be None (an
+    ``int | None`` field whose None means "choose for me", e.g. a codebook sized to the catalog)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    null: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        values = value if isinstance(value, list | tuple) else [value]
+        return all(self._allows_one(v) for v in values)
+
+    def _allows_one(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self) -> str:
+        return self._describe_number() + (", or null" if self.null else "")
+
+    def _describe_number(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return "any finite number"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Allowed strings: ``values``, or what ``provider()`` returns (a registry filled at import time)."""
+
+    values: tuple[str, ...] = ()
+    provider: Callable[[], Iterable[str]] | None = None
+
+    def allowed(self) -> list[str]:
+        return list(self.provider()) if self.provider is not None else list(self.values)
+
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.allowed()
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.allowed())
+
+
+@dataclass(frozen=True)
+class Text:
+    """Any non-empty string (a model name or path, a template)."""
+
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    def describe(self) -> str:
+        return "a non-empty string"
+
+
+Rule = Range | Choice | Text
+
+
+def field_rules(cls: type) -> dict[str, Rule]:
+    """``cls.FIELD_RULES`` (empty when the class declares none)."""
+    return dict(getattr(cls, "FIELD_RULES", {}) or {})
+
+
+def check_fields(cfg: Any) -> None:
+    """``ValueError`` for the first field whose value its rule does not allow (field, value, allowed)."""
+    cls = type(cfg)
+    names = _field_map(cls)
+    for name, rule in field_rules(cls).items():
+        if name not in names:
+            raise TypeError(f"{cls.__name__}.FIELD_RULES names {name!r}, which is not a field")
+        value = getattr(cfg, name)
+        if not rule.allows(value):
+            raise ValueError(
+                f"{cls.__name__} field {name!r} (--{name.replace('_', '-')}) = {value!r} is not allowed; "
+                f"allowed: {rule.describe()}"
+            )
+
+
+def validate_config(cfg: Any) -> None:
+    """Every field rule (``check_fields``), then the class's own ``validate()`` (rules across fields)."""
+    check_fields(cfg)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
 
 
 def _field_map(cls: type) -> dict[str, dataclasses.Field]:
@@ -109,15 +215,26 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            return int(float(value)) if "e" in value.lower() else int(value)
+            try:
+                number = float(value) if "e" in value.lower() else int(value)
+            except ValueError:
+                raise ValueError(f"field {name!r}: expected an integer, got {value!r}") from None
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
+            return int(number)
         if isinstance(value, int):
             return value
         raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError(f"field {name!r}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"field {name!r}: expected a number, got {value!r}") from None
     if tp is str:
+        if isinstance(value, dict | list):
+            raise ValueError(f"field {name!r}: expected a string, got {value!r}")
         return str(value)
     return value
 
@@ -137,22 +254,31 @@ def load_config(
     values: dict[str, Any] = {}
     if path is not None:
         file = resolve_config_path(path)
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{file}: not valid YAML ({e}); fix the syntax (one `field: value` per line)") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: cannot be read ({e})") from e
         if not isinstance(raw, dict):
             raise ValueError(f"{file}: expected a mapping of field: value, got {type(raw).__name__}")
         for k, v in raw.items():
             if k not in fields:
                 raise _unknown_key_error(cls, k, str(file))
-            values[k] = _coerce(v, hints[k], k)
+            try:
+                values[k] = _coerce(v, hints[k], k)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{file}: {cls.__name__} {e}") from None
     for k, v in (overrides or {}).items():
         key = k.replace("-", "_")
         if key not in fields:
             raise _unknown_key_error(cls, k, "the overrides")
-        values[key] = _coerce(v, hints[key], key)
+        try:
+            values[key] = _coerce(v, hints[key], key)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--{key.replace('_', '-')}: {cls.__name__} {e}") from None
     cfg = cls(**values)
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()
+    validate_config(cfg)
     return cfg
 
 

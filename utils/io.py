@@ -1,6 +1,13 @@
-"""Atomic file output: write to a temporary name in the same folder, then rename.
+"""File output and checked input.
 
-A crash (or Ctrl-C) mid-write never leaves a partial file or folder looking complete.
+Output is atomic: write to a temporary name in the same folder, then rename, so a crash (or Ctrl-C)
+mid-write never leaves a partial file or folder looking complete. The temporary names are created
+private (``mkstemp``: 0600, ``mkdtemp``: 0700); before the rename they get the mode an ordinary
+``open``/``mkdir`` would give under the process umask, so a shared run folder stays readable by the
+people the umask lets in.
+
+Input is checked: ``read_json`` and ``load_safetensors`` raise a ``ValueError`` that names the file
+and the fix, instead of a bare ``JSONDecodeError`` or ``SafetensorError``.
 """
 
 from __future__ import annotations
@@ -10,19 +17,56 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "current_umask",
+    "load_safetensors",
+    "load_safetensors_into",
+    "read_json",
+]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible; ``os.umask`` cannot read without setting)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # set-and-restore is not atomic across threads; serialise it at least here
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def _dir_mode() -> int:
+    return 0o777 & ~current_umask()
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename (mode from the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,7 +86,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``path`` whole.
+    """Yield a temporary sibling folder; on success it replaces ``path`` whole (mode from the umask).
 
     On error the temporary folder is removed and an existing ``path`` is left untouched.
     """
@@ -51,6 +95,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _dir_mode())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -61,3 +106,56 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, *, fix: str = "restore the file or rerun the stage that wrote it") -> Any:
+    """Parse a JSON file; ``ValueError`` naming the file (missing, unreadable, not UTF-8, not JSON)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{path} not found; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); {fix}") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file is damaged: {fix}") from e
+
+
+def _safetensors_error(path: Path, e: Exception, fix: str) -> ValueError:
+    return ValueError(f"{path} cannot be loaded ({type(e).__name__}: {e}); the file is truncated or damaged: {fix}")
+
+
+def load_safetensors(path: str | os.PathLike, *, device: str = "cpu",
+                     fix: str = "restore the file or rerun the stage that wrote it") -> dict[str, Any]:
+    """``safetensors.torch.load_file`` with errors that name the file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found; {fix}")
+    try:
+        return load_file(str(path), device=device)
+    except Exception as e:  # SafetensorError, OSError, ...: the library's types vary by version
+        raise _safetensors_error(path, e, fix) from e
+
+
+def load_safetensors_into(model: Any, path: str | os.PathLike, *, strict: bool = False,
+                          fix: str = "restore the file or rerun the stage that wrote it") -> tuple[list[str], list[str]]:
+    """``safetensors.torch.load_model`` (missing and unexpected keys) with errors that name the file."""
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found; {fix}")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=strict)
+    except RuntimeError as e:  # shape mismatch from load_state_dict: the file and the config disagree
+        if "size mismatch" in str(e):
+            raise ValueError(f"{path} does not match the model its config.json describes ({e}); the folder "
+                             "mixes files from different models") from e
+        raise _safetensors_error(path, e, fix) from e
+    except Exception as e:
+        raise _safetensors_error(path, e, fix) from e
+    return list(missing), list(unexpected)

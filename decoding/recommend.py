@@ -1,0 +1,118 @@
+"""Histories -> ranked catalog items with any generator family: the one path used by training
+validation, ``sidrec evaluate`` and ``sidrec.Recommender``.
+
+1. ``model.history_inputs(histories, item_codes=, user_ids=)`` builds the family's encoder inputs (level
+   tokens for ``tiger``, item tokens for ``item``);
+2. ``constrained_beam_search`` proposes ``beam_size`` catalog items per user (retrieval);
+3. a generator with a dense head scores those candidates (``model.dense_scores``) and ``hybrid_rank``
+   orders them by ``logp + weight * dense`` (``weight`` defaults to the one chosen on VALID and stored
+   in the checkpoint's config; 0 = generation only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from sidrec.decoding.beam import constrained_beam_search
+from sidrec.decoding.rerank import hybrid_rank
+from sidrec.decoding.trie import CatalogTrie
+
+__all__ = ["DEFAULT_BEAM_SIZE", "Candidates", "beam_candidates", "default_beam_size", "has_dense_head",
+           "recommend_topk"]
+
+DEFAULT_BEAM_SIZE = 20  # TIGER's beam; a checkpoint trained with another one records it
+
+
+def has_dense_head(model: nn.Module) -> bool:
+    """Whether the generator scores items densely too (the ``item`` family with ``dense_head``)."""
+    return bool(getattr(model.config, "dense_head", False))
+
+
+def default_beam_size(model: nn.Module) -> int:
+    """The beam the generator was validated (and its hybrid weight chosen) with: ``config.beam_size``, else 20."""
+    return int(getattr(model.config, "beam_size", DEFAULT_BEAM_SIZE))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The beam's candidates per user, in beam order.
+
+    Attributes:
+        items: ``int64 (U, K)`` item indices, -1 = empty slot.
+        scores: ``float32 (U, K)`` generation log-probabilities (-inf where empty).
+        dense: ``float32 (U, K)`` dense scores, or None for a generator without a dense head.
+    """
+
+    items: torch.Tensor
+    scores: torch.Tensor
+    dense: torch.Tensor | None
+
+    def rank(self, *, weight: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items and scores by ``logp + weight * dense`` (``hybrid_rank``)."""
+        return hybrid_rank(self.items, self.scores, self.dense, weight=weight, k=k)
+
+
+@torch.no_grad()
+def beam_candidates(
+    model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, beam_size: int,
+    item_codes: np.ndarray | None = None, user_ids: Sequence[str] | None = None, exclude_history: bool = False,
+    batch_size: int = 256, num_threads: int | None = None, with_dense: bool = True,
+) -> Candidates:
+    """``beam_size`` candidates per history (with dense scores when the model has a dense head).
+
+    Args:
+        model: a sidrec generator (``SemanticIdGenerator`` or ``ItemLevelGenerator``).
+        trie: the catalog trie (rows = item indices of ``item_codes`` / the model's item table).
+        histories: item indices per user, oldest first.
+        beam_size: beams kept per level = candidates returned per user.
+        item_codes: ``(N, L)`` tokenizer table (the tiger family encodes histories as codes).
+        user_ids: one per history, for generators trained with user tokens.
+        exclude_history: never propose a user's own history items.
+        batch_size: users per beam-search call.
+        num_threads: torch CPU threads during the search (None = as is).
+        with_dense: score the candidates with the dense head when the model has one (False: generation
+            only, ``dense`` is None).
+    """
+    device = next(model.parameters()).device
+    dense = with_dense and has_dense_head(model)
+    items, scores, dense_scores = [], [], []
+    for start in range(0, len(histories), batch_size):
+        batch = [list(h) for h in histories[start : start + batch_size]]
+        users = None if user_ids is None else list(user_ids[start : start + len(batch)])
+        input_ids, mask = model.history_inputs(batch, item_codes=item_codes, user_ids=users)  # (B, S)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        result = constrained_beam_search(
+            model, trie, input_ids, mask, beam_size=beam_size, k=beam_size,
+            exclude=batch if exclude_history else None, num_threads=num_threads,
+        )
+        items.append(result.items)
+        scores.append(result.scores)
+        if dense:
+            dense_scores.append(model.dense_scores(input_ids, mask, result.items.to(device)).float().cpu())
+    if not items:
+        empty = torch.zeros(0, beam_size)
+        return Candidates(empty.long(), empty, empty if dense else None)
+    return Candidates(torch.cat(items), torch.cat(scores), torch.cat(dense_scores) if dense else None)
+
+
+def recommend_topk(
+    model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, k: int,
+    beam_size: int | None = None, weight: float | None = None, **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` items ``(U, k)`` and their scores, best first (``-1`` / ``-inf`` where fewer exist).
+
+    ``beam_size``: None = the checkpoint's (``default_beam_size``); raised to ``k`` if smaller.
+    ``weight``: dense weight of the hybrid ranking; None = the model's ``hybrid_weight`` (0 without a dense
+    head). Other keyword arguments go to ``beam_candidates``.
+    """
+    if beam_size is None:
+        beam_size = default_beam_size(model)
+    if weight is None:
+        weight = float(getattr(model.config, "hybrid_weight", 0.0)) if has_dense_head(model) else 0.0
+    candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0, **kwargs)
+    return candidates.rank(weight=weight, k=k)
