@@ -178,7 +178,7 @@ def _check_template_fields(raw: RawDataset, template: str) -> None:
 
 def _check_item_ids(raw: RawDataset, item_ids: list[str]) -> None:
     """Item ids go into tab-separated tables (``semantic_ids.tsv``): no tab, newline or carriage return."""
-    bad = [i for i in item_ids if "\t" in i or "\n" in i or "\r" in i]  # plain `in`: ~0.1 s at 1M ids
+    bad = [i for i in item_ids if "\t" in i or "\n" in i or "\r" in i]  # plain `in`: 0.05 s at 1M ids (any(): 0.5 s)
     if bad:
         raise ValueError(
             f"{raw.source or raw.name}: {len(bad)} item id(s) contain a tab or line break (first: {bad[0]!r}); "
