@@ -3,7 +3,8 @@
 from sidrec.data.catalog import CATALOG_FILE, load_catalog, save_catalog
 from sidrec.data.dataset import EvalSplit, PreparedDataset
 from sidrec.data.prepare import MIN_SEQUENCE_LENGTH, PrepareConfig, prepare
-from sidrec.data.readers import RawDataset, detect_format, read_dataset
+from sidrec.data.raw import InteractionLog, RawDataset
+from sidrec.data.readers import detect_format, read_dataset
 from sidrec.data.sources import BUNDLED, bundled_path, load_raw
 from sidrec.data.text import DEFAULT_TEMPLATE, render_item_text
 
@@ -13,6 +14,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "MIN_SEQUENCE_LENGTH",
     "EvalSplit",
+    "InteractionLog",
     "PrepareConfig",
     "PreparedDataset",
     "RawDataset",

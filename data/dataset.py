@@ -8,15 +8,18 @@ generator, baselines) uses these indices. Stored in ``RUN/dataset/`` as two HF `
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sidrec.data.rawio import paused_gc
 from sidrec.utils import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -50,16 +53,60 @@ class EvalSplit:
         return EvalSplit([self.histories[i] for i in idx], self.targets[idx], self.user_index[idx])
 
 
+class FlatSequences(Sequence[list[int]]):
+    """Read-only per-user sequences stored as one int64 array and offsets (what ``prepare`` returns).
+
+    Indexing and iteration give plain ``list[int]`` (built on access); 30M interactions take 240 MB here
+    instead of about 1.2 GB as Python lists of ints. ``PreparedDataset.load`` returns real lists.
+    """
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        self.flat = np.asarray(flat, dtype=np.int64)  # (sum of lengths,) item indices
+        self.offsets = np.asarray(offsets, dtype=np.int64)  # (U + 1,) user u = flat[offsets[u]:offsets[u + 1]]
+        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[-1] != len(self.flat):
+            raise ValueError("offsets must be (num_users + 1,) and end at len(flat)")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index):  # int -> list[int]; slice -> list[list[int]]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"user {index} out of range for {len(self)} sequences")
+        return self.flat[self.offsets[index]:self.offsets[index + 1]].tolist()
+
+    def __iter__(self):
+        bounds = self.offsets.tolist()
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            yield self.flat[a:b].tolist()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or len(other) != len(self):
+            return False
+        return all(a == list(b) for a, b in zip(self, other, strict=True))
+
+    def lengths(self) -> np.ndarray:
+        """``(U,)`` sequence lengths."""
+        return np.diff(self.offsets)
+
+
 @dataclass
 class PreparedDataset:
-    """Users' item sequences over a remapped catalog, with one rendered text per item."""
+    """Users' item sequences over a remapped catalog, with one rendered text per item.
+
+    ``sequences`` is a ``list[list[int]]`` (``load``, hand-built datasets) or, from ``prepare``, a
+    read-only ``FlatSequences`` that reads the same way.
+    """
 
     name: str
     item_ids: list[str]
     item_texts: list[str]
     item_titles: list[str | None]
     user_ids: list[str]
-    sequences: list[list[int]]
+    sequences: list[list[int]] | FlatSequences
     text_template: str
     source: str = ""
 
@@ -81,7 +128,12 @@ class PreparedDataset:
 
     @property
     def num_interactions(self) -> int:
-        return sum(len(s) for s in self.sequences)
+        return int(self._lengths().sum())
+
+    def _lengths(self) -> np.ndarray:
+        if isinstance(self.sequences, FlatSequences):
+            return self.sequences.lengths()
+        return np.fromiter(map(len, self.sequences), dtype=np.int64, count=self.num_users)
 
     def item_index(self) -> dict[str, int]:
         """External item id -> item index."""
@@ -109,18 +161,30 @@ class PreparedDataset:
         return counts
 
     # -- identity ----------------------------------------------------------------------------
+    def _flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """All sequences as one int64 array ``(sum of lengths,)`` and the ``(U + 1,)`` offsets."""
+        if isinstance(self.sequences, FlatSequences):
+            return self.sequences.flat, self.sequences.offsets
+        lengths = self._lengths()
+        offsets = np.zeros(self.num_users + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.fromiter(itertools.chain.from_iterable(self.sequences), dtype=np.int64, count=int(offsets[-1]))
+        return flat, offsets
+
     def fingerprint(self) -> str:
         """A short hash of the catalog and sequences: equal fingerprints mean the same data and split."""
         h = hashlib.sha256()
         h.update("\x1f".join(self.item_ids).encode())
         h.update(b"\x1e")
         h.update("\x1f".join(self.item_texts).encode())
-        for u, s in zip(self.user_ids, self.sequences, strict=True):
-            h.update(u.encode() + b":" + np.asarray(s, dtype=np.int64).tobytes())
+        flat, offsets = self._flat()  # the same bytes as hashing np.asarray(seq) user by user, 3x faster
+        bounds = offsets.tolist()
+        for u, a, b in zip(self.user_ids, bounds[:-1], bounds[1:], strict=True):
+            h.update(u.encode() + b":" + flat[a:b].tobytes())
         return h.hexdigest()[:16]
 
     def stats(self) -> dict[str, Any]:
-        lengths = np.asarray([len(s) for s in self.sequences])
+        lengths = self._lengths()
         return {
             "name": self.name,
             "users": self.num_users,
@@ -138,7 +202,8 @@ class PreparedDataset:
     def save(self, run_dir: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
         """Write ``RUN/dataset/`` atomically; returns the folder."""
         import datasets
-        from datasets import Dataset
+        import pyarrow as pa
+        from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
         out = Path(run_dir) / "dataset"
         bars = datasets.is_progress_bar_enabled()
@@ -147,7 +212,13 @@ class PreparedDataset:
             Dataset.from_dict(
                 {"item_id": self.item_ids, "text": self.item_texts, "title": self.item_titles}
             ).save_to_disk(str(tmp / "items"))
-            Dataset.from_dict({"user_id": self.user_ids, "items": self.sequences}).save_to_disk(str(tmp / "users"))
+            flat, offsets = self._flat()  # Arrow list column straight from numpy: no per-user Python work
+            users = pa.table({"user_id": pa.array(self.user_ids, type=pa.string()),
+                              "items": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))})
+            del flat, offsets
+            Dataset(users, info=DatasetInfo(features=Features({"user_id": Value("string"),
+                                                               "items": Sequence(Value("int64"))}))
+                    ).save_to_disk(str(tmp / "users"))
             meta = {"format_version": FORMAT_VERSION, "name": self.name, "text_template": self.text_template,
                     "source": self.source, **(extra or {})}
             (tmp / "prepare.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -180,7 +251,9 @@ class PreparedDataset:
         tables = {}
         for name in ("items", "users"):
             try:
-                tables[name] = load_from_disk(str(folder / name)).to_dict()
+                table = load_from_disk(str(folder / name))
+                with paused_gc():  # millions of small lists: the collector would re-scan them as they pile up
+                    tables[name] = table.to_dict()
             except Exception as e:  # FileNotFoundError, ArrowInvalid, ...: name the folder, not the library
                 raise ValueError(f"{folder / name} cannot be loaded ({type(e).__name__}: {e}); {redo}") from e
         items, users = tables["items"], tables["users"]
@@ -203,7 +276,7 @@ class PreparedDataset:
                 detail = ", ".join(f"{k}: recorded {a}, found {b}" for k, (a, b) in wrong.items())
                 raise ValueError(f"{folder}: the tables disagree with {stats_path} ({detail}); "
                                  f"the folder was modified or partly replaced; {redo}")
-            if recorded is not None and recorded != dataset.fingerprint():
-                raise ValueError(f"{folder}: the data hash to fingerprint {dataset.fingerprint()}, but {stats_path} "
+            if recorded is not None and recorded != (found := dataset.fingerprint()):
+                raise ValueError(f"{folder}: the data hash to fingerprint {found}, but {stats_path} "
                                  f"records {recorded}; the folder was modified or partly replaced; {redo}")
         return dataset

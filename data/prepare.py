@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sidrec.data.dataset import PreparedDataset
-from sidrec.data.readers import RawDataset
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sidrec.data.dataset import FlatSequences, PreparedDataset
+from sidrec.data.raw import RawDataset
+from sidrec.data.rawio import paused_gc
 from sidrec.data.text import DEFAULT_TEMPLATE, render_item_text, template_fields, validate_template
 from sidrec.utils.config import Range, Rule, Text
 
@@ -42,65 +46,92 @@ class PrepareConfig:
         validate_template(self.text_template)
 
 
-def _k_core(seqs: dict[str, list[str]], min_user: int, min_item: int) -> dict[str, list[str]]:
+def _k_core(raw: RawDataset, keep: np.ndarray, alive: np.ndarray, min_user: int, min_item: int) -> None:
+    """Iterative k-core on the row mask ``keep (n,)`` and user mask ``alive (U,)``, in place.
+
+    Each round drops the items with fewer than ``min_item`` kept interactions, then the users left with
+    fewer than ``max(min_user, 1)``; it stops when a round drops nothing.
+    """
+    users, items = raw.user_codes, raw.item_codes
     while True:
-        counts = Counter(i for s in seqs.values() for i in s)
-        bad_items = {i for i, c in counts.items() if c < min_item}
-        new = {u: [i for i in s if i not in bad_items] for u, s in seqs.items()} if bad_items else seqs
-        new = {u: s for u, s in new.items() if len(s) >= max(min_user, 1)}
-        if len(new) == len(seqs) and not bad_items:
-            return new
-        seqs = new
+        counts = np.bincount(items[keep], minlength=len(raw.item_vocab))
+        bad_items = (counts > 0) & (counts < min_item)
+        if bad_items.any():
+            keep &= ~bad_items[items]
+        lengths = np.bincount(users[keep], minlength=len(raw.user_vocab))
+        bad_users = alive & (lengths < max(min_user, 1))
+        if bad_users.any():
+            alive &= ~bad_users
+            keep &= alive[users]
+        if not bad_users.any() and not bad_items.any():
+            return
 
 
 def prepare(raw: RawDataset, config: PrepareConfig | None = None) -> tuple[PreparedDataset, dict[str, int]]:
-    """Filter, remap and render ``raw``; returns the dataset and counts of what was dropped (also logged)."""
+    """Filter, remap and render ``raw``; returns the dataset and counts of what was dropped (also logged).
+
+    Works on the int32 codes of ``raw`` (numpy masks and counts, no per-interaction Python objects) until
+    the final sequences are built.
+    """
+    with paused_gc():
+        return _prepare(raw, config)
+
+
+def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDataset, dict[str, int]]:
     from sidrec.utils.config import validate_config
 
     config = config or PrepareConfig()
     validate_config(config)
     _check_template_fields(raw, config.text_template)
-    seqs: dict[str, list[str]] = {}
-    for u, i in zip(raw.users, raw.items, strict=True):
-        seqs.setdefault(u, []).append(i)
-    n_users0, n_inter0 = len(seqs), len(raw.items)
+    users, items = raw.user_codes, raw.item_codes  # (n,) grouped by user, users 0..U-1 in order
+    n_users0, n_inter0 = len(raw.user_vocab), raw.num_interactions
+    keep = np.ones(n_inter0, dtype=bool)
+    alive = np.ones(n_users0, dtype=bool)
     if config.min_user_count or config.min_item_count:
-        seqs = _k_core(seqs, config.min_user_count, config.min_item_count)
-    kcore_users = n_users0 - len(seqs)
-    short = [u for u, s in seqs.items() if len(s) < MIN_SEQUENCE_LENGTH]
-    for u in short:
-        del seqs[u]
-    if short:
+        _k_core(raw, keep, alive, config.min_user_count, config.min_item_count)
+    kcore_users = n_users0 - int(alive.sum())
+    lengths = np.bincount(users[keep], minlength=n_users0)
+    short = np.flatnonzero(alive & (lengths < MIN_SEQUENCE_LENGTH))
+    if len(short):
+        alive[short] = False
+        keep &= alive[users]
         logger.warning(
             "dropped %d user(s) with fewer than %d interactions (leave-one-out needs a training item, a "
-            "validation item and a test item), e.g. user %r", len(short), MIN_SEQUENCE_LENGTH, short[0],
+            "validation item and a test item), e.g. user %r", len(short), MIN_SEQUENCE_LENGTH,
+            raw.user_vocab[short[0]],
         )
-    if not seqs:
+    if not alive.any():
         raise ValueError(
             f"{raw.source or raw.name}: no user has {MIN_SEQUENCE_LENGTH} or more interactions after filtering; "
             "lower min_user_count/min_item_count or add data"
         )
     # Items are numbered by first appearance in the kept sequences, so the numbering is reproducible.
-    item_ids: list[str] = []
-    index: dict[str, int] = {}
-    for s in seqs.values():
-        for i in s:
-            if i not in index:
-                index[i] = len(item_ids)
-                item_ids.append(i)
+    kept = items[keep]  # (m,) raw item codes in sequence order
+    order = pc.unique(pa.array(kept)).to_numpy()  # raw item codes by first appearance (hash-based, O(m))
+    new_index = np.full(len(raw.item_vocab), -1, dtype=np.int64)
+    new_index[order] = np.arange(len(order))
+    flat = new_index[kept]  # (m,) item indices
+    del kept
+    item_ids = [raw.item_vocab[i] for i in order.tolist()]
+    kept_users = np.flatnonzero(alive)
+    offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
+    np.cumsum(lengths[kept_users], out=offsets[1:])
+    sequences = FlatSequences(flat, offsets)  # lists are built on access: 240 MB at 30M, not 1.2 GB
     _check_item_ids(raw, item_ids)
     texts = [render_item_text(raw.item_meta[i], config.text_template) for i in item_ids]
     titles = [_title(raw.item_meta[i]) for i in item_ids]
     dataset = PreparedDataset(
-        name=raw.name, item_ids=item_ids, item_texts=texts, item_titles=titles, user_ids=list(seqs),
-        sequences=[[index[i] for i in s] for s in seqs.values()], text_template=config.text_template,
-        source=raw.source,
+        name=raw.name, item_ids=item_ids, item_texts=texts, item_titles=titles,
+        user_ids=[raw.user_vocab[u] for u in kept_users.tolist()], sequences=sequences,
+        text_template=config.text_template, source=raw.source,
     )
+    in_catalog = set(item_ids)
     dropped = {
         "users_kcore": kcore_users,
         "users_too_short": len(short),
-        "interactions": n_inter0 - dataset.num_interactions,
-        "items_without_interactions": len(raw.item_meta.keys() - index.keys()),
+        "interactions": n_inter0 - int(offsets[-1]),
+        "items_without_interactions": raw.meta_without_interactions
+        + sum(1 for i in raw.item_meta if i not in in_catalog),
     }
     if dropped["items_without_interactions"]:
         logger.info("%d item(s) in the metadata have no kept interaction and are not in the catalog",
@@ -147,7 +178,7 @@ def _check_template_fields(raw: RawDataset, template: str) -> None:
 
 def _check_item_ids(raw: RawDataset, item_ids: list[str]) -> None:
     """Item ids go into tab-separated tables (``semantic_ids.tsv``): no tab, newline or carriage return."""
-    bad = [i for i in item_ids if any(c in i for c in "\t\n\r")]
+    bad = [i for i in item_ids if "\t" in i or "\n" in i or "\r" in i]  # plain `in`: 0.05 s at 1M ids (any(): 0.5 s)
     if bad:
         raise ValueError(
             f"{raw.source or raw.name}: {len(bad)} item id(s) contain a tab or line break (first: {bad[0]!r}); "

@@ -7,6 +7,7 @@ fields are all missing (None, empty string, empty list) is dropped, so an item w
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -18,20 +19,27 @@ _FIELD = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
 
 
 def _format_value(value: Any) -> str:
-    """Flatten a metadata value to text: category paths become ``A > B > C``, lists are comma-joined."""
+    """Flatten a metadata value to text: category paths become ``A > B > C``, lists are comma-joined,
+    dicts ``key: value`` pairs."""
     if value is None:
         return ""
+    if type(value) is str:  # the common case first
+        return value.strip()
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int | float):
         return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, dict):  # e.g. Amazon's "details": "Color: Red, Size: M"
+        return ", ".join(f"{k}: {v}" for k, v in ((k, _format_value(v)) for k, v in value.items()) if v)
     if isinstance(value, list | tuple):
         parts: list[str] = []
         for v in value:
-            if isinstance(v, list | tuple):  # a category path
-                s = " > ".join(_format_value(x) for x in v if _format_value(x))
+            if type(v) is str:
+                s = v.strip()
+            elif isinstance(v, list | tuple):  # a category path
+                s = " > ".join(x for x in map(_format_value, v) if x)
             else:
                 s = _format_value(v)
             if s and s not in parts:
@@ -58,18 +66,34 @@ def validate_template(template: str) -> None:
             raise ValueError(f"item text template field {{{name}}} must be a plain field name, without format specs")
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(template: str) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """The template's segments as (segment, field names, literal pieces between the fields)."""
+    out = []
+    for segment in template.split(_SEP):
+        names = tuple(_FIELD.findall(segment))
+        out.append((segment, names, tuple(_FIELD.split(segment)[::2])))
+    return tuple(out)
+
+
 def render_item_text(fields: Mapping[str, Any], template: str | None = None) -> str:
     """Render one item's text; segments whose fields are all missing are skipped.
 
     >>> render_item_text({"title": "Lipstick", "brand": None, "categories": [["Beauty", "Makeup"]]})
     'Title: Lipstick; Categories: Beauty > Makeup'
     """
-    template = template or DEFAULT_TEMPLATE
     out: list[str] = []
-    for segment in template.split(_SEP):
-        names = _FIELD.findall(segment)
-        values = {n: _format_value(fields.get(n)) for n in names}
-        if names and not any(values.values()):
-            continue
-        out.append(_FIELD.sub(lambda m, v=values: v[m.group(1)], segment).strip())
-    return _SEP.join(s for s in out if s)
+    for segment, names, pieces in _compiled(template or DEFAULT_TEMPLATE):
+        if not names:
+            text = segment.strip()
+        else:
+            values = [_format_value(fields.get(n)) for n in names]
+            if not any(values):
+                continue
+            parts = [pieces[0]]
+            for value, piece in zip(values, pieces[1:], strict=True):
+                parts += (value, piece)
+            text = "".join(parts).strip()
+        if text:
+            out.append(text)
+    return _SEP.join(out)

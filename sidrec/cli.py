@@ -80,7 +80,9 @@ def cmd_prepare(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sidrec prepare", description=cmd_prepare.__doc__)
     p.add_argument("--dataset", required=True,
                    help=f"a bundled dataset ({', '.join(BUNDLED)}) or a folder: interactions.csv + items.jsonl, "
-                        "Amazon-2014 reviews_*_5.json.gz + meta_*.json.gz, or a MovieLens ml-1m/ml-100k folder")
+                        "Amazon-2014 reviews_*_5.json.gz + meta_*.json.gz, Amazon-2018 <Cat>.json.gz + "
+                        "meta_<Cat>.json.gz, Amazon-2023 <Cat>.jsonl[.gz] + meta_<Cat>.jsonl[.gz], or a MovieLens "
+                        "ml-1m/ml-100k folder")
     p.add_argument("--out", required=True, help="run folder; the prepared data goes to OUT/dataset/")
     p.add_argument("--format", choices=sorted(READERS), help="force a reader instead of detecting it")
     p.add_argument("--min-user-count", type=int, default=0, help="k-core: drop users with fewer interactions")
@@ -107,12 +109,14 @@ def cmd_prepare(argv: list[str]) -> int:
         before = None
     raw = load_raw(args.dataset, args.format)
     dataset, dropped = prepare(raw, config)
+    del raw  # the raw metadata is not needed for writing (1-2 GB at 1M items)
     out = dataset.save(run, extra={"dataset_arg": args.dataset, "config": vars(config), "dropped": dropped})
     save_catalog(run / CATALOG_FILE, dataset.item_ids, dataset.item_titles)
+    stats = json.loads((out / "stats.json").read_text())  # written by save: its fingerprint, no second hash
     if found or later:
-        _report_invalidated(run, before, dataset.fingerprint())
+        _report_invalidated(run, before, stats["fingerprint"])
     print(f"prepared {dataset.name} -> {out}")
-    print(format_stats(dataset.stats()))
+    print(format_stats(stats))
     if any(dropped.values()):
         print("dropped: " + json.dumps(dropped))
     return 0

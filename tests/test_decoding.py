@@ -265,3 +265,21 @@ def test_topk_mismatches_detects_differences() -> None:
         items=torch.tensor([[5, 6, -1]]), scores=torch.tensor([[-1.0, -2.0, float("-inf")]]), codes=codes
     )
     assert topk_mismatches(missing, ref)
+
+
+def test_sparse_trie_gives_the_same_search_as_dense() -> None:
+    """Large catalogs store deep trie levels as sorted edges; beam search must not see the difference."""
+    all_codes = random_catalog(50, seed=41)
+    model = make_model(SIZES, seed=13)
+    ids, mask = random_inputs(4, model.config.vocab_size, seed=6)
+    exclude = random_exclude(4, 50, seed=2, max_len=10)
+    results = []
+    for storage in ("dense", "sparse"):
+        trie = CatalogTrie(codes=all_codes[:40], level_sizes=SIZES, storage=storage)
+        trie.remove_items([1, 7, 22])
+        trie.add_items(all_codes[40:])
+        results.append(constrained_beam_search(model, trie, ids, mask, beam_size=6, k=6, exclude=exclude,
+                                               level_offsets=OFFSETS))
+    dense, sparse = results
+    assert torch.equal(dense.items, sparse.items) and torch.equal(dense.codes, sparse.codes)
+    assert torch.equal(dense.scores, sparse.scores)

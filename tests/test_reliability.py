@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -366,9 +367,14 @@ def test_11_every_numeric_field_has_a_range_and_every_enum_its_values(cls):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        args = typing.get_args(tp)
+        optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args
+        if optional:  # `int | None`: a Range that also allows null
+            (tp,) = [a for a in args if a is not type(None)]
         inner = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
         if inner in (int, float):
             assert isinstance(rules.get(f.name), Range), f"{cls.__name__}.{f.name} has no Range"
+            assert rules[f.name].null == optional, f"{cls.__name__}.{f.name}: Range(null=...) must match its type"
         elif inner is str:
             assert isinstance(rules.get(f.name), Choice | Text), f"{cls.__name__}.{f.name} has no Choice/Text"
     check_fields(cls())  # the defaults are allowed values

@@ -161,3 +161,51 @@ def test_scalar_child_and_allowed_codes_agree_with_batched_queries() -> None:
             np.testing.assert_array_equal(trie.allowed_codes(t, int(path[t])), np.flatnonzero(mask))
             step = trie.step(t, torch.tensor([path[t]]), torch.tensor([row[t]]))
             assert trie.child(t, int(path[t]), int(row[t])) == int(step[0])
+
+
+def _snapshot(trie: CatalogTrie, codes: np.ndarray) -> list[np.ndarray]:
+    """Everything the beam search and the lookups read, for every prefix of ``codes``."""
+    paths = trie.paths(codes)
+    out = [paths, trie.lookup(codes), trie.active.copy()]
+    for t in range(trie.num_levels):
+        nodes = torch.from_numpy(paths[:, t]).clamp(min=0)
+        out.append(trie.counts(t, nodes).numpy())
+        out.append(trie.step(t, nodes, torch.from_numpy(codes[:, t])).numpy())
+    return out
+
+
+@pytest.mark.parametrize("sizes", [[4, 3, 5], [16, 16, 2]])
+def test_sparse_and_dense_levels_agree_through_adds_and_removes(sizes: list[int]) -> None:
+    """The sparse edge storage answers every query like the dense arrays, before and after mutations."""
+    codes = random_catalog(120 if sizes[0] == 16 else 50, seed=11, sizes=sizes)
+    start = len(codes) * 2 // 3
+    tries = {s: CatalogTrie(codes=codes[:start], level_sizes=sizes, storage=s) for s in ("dense", "sparse", "auto")}
+    assert set(tries["sparse"].level_storage()[1:]) == {"sparse"}
+    assert set(tries["dense"].level_storage()) == {"dense"}
+    rng = np.random.default_rng(12)
+    removed = rng.choice(start, size=start // 3, replace=False)
+    for trie in tries.values():
+        trie.remove_items(removed)
+        trie.add_items(codes[start:])
+        trie.add_items(codes[removed[:2]])  # re-add two removed codes: the edges point at new items
+    snaps = {s: _snapshot(t, codes) for s, t in tries.items()}
+    for got in (snaps["sparse"], snaps["auto"]):
+        for a, b in zip(got, snaps["dense"], strict=True):
+            np.testing.assert_array_equal(a, b)
+    if sizes == SIZES:
+        check_against_brute_force(tries["sparse"], tries["sparse"].codes, tries["sparse"].active)
+    for t in range(len(sizes)):
+        for node in range(tries["dense"].num_nodes(t)):
+            np.testing.assert_array_equal(tries["sparse"].allowed_codes(t, node), tries["dense"].allowed_codes(t, node))
+
+
+def test_auto_storage_makes_large_sparse_levels_sparse() -> None:
+    """A level with many cells and few edges is stored as edges; its memory follows the edges."""
+    rng = np.random.default_rng(13)
+    sizes = [8192, 8192, 8]
+    prefixes = np.unique(rng.integers(0, 8192, size=(5000, 2)), axis=0)
+    codes = np.concatenate([prefixes, np.zeros((len(prefixes), 1), dtype=np.int64)], axis=1)
+    trie = CatalogTrie(codes=codes, level_sizes=sizes)
+    assert trie.level_storage() == ["dense", "sparse", "dense"]  # level 1: 5000 edges in ~4700 x 8192 cells
+    assert trie.nbytes() < 8 * 4000 * 8192  # dense would need ~290 MiB for level 1 alone
+    np.testing.assert_array_equal(trie.lookup(codes), np.arange(len(codes)))

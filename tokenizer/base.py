@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUANTIZERS: dict[str, type[Quantizer]] = {}
+
+#: Rows per call of ``_encode`` / ``_decode`` / ``_last_level_candidates``: the public wrappers walk the
+#: catalog in chunks so that no method holds per-item intermediates (distances, activations) for all N.
+CHUNK_ROWS = 4096
 Q = TypeVar("Q", bound="type[Quantizer]")
 
 
@@ -134,9 +138,10 @@ class Quantizer(ABC):
         """``(N, D)`` embeddings -> ``int64 (N, L)`` codes."""
         self._require_fitted()
         emb = check_embeddings(embeddings, dim=self.input_dim)
-        if len(emb) == 0:
-            return np.zeros((0, self.num_levels), dtype=np.int64)
-        return self._encode(emb)
+        out = np.zeros((len(emb), self.num_levels), dtype=np.int64)
+        for start in range(0, len(emb), CHUNK_ROWS):
+            out[start:start + CHUNK_ROWS] = self._encode(emb[start:start + CHUNK_ROWS])
+        return out
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """``int64 (N, L)`` codes -> ``float32 (N, D)``; ``ValueError`` for out-of-range codes."""
@@ -147,13 +152,42 @@ class Quantizer(ABC):
         sizes = np.asarray(self.level_sizes)
         if (codes < 0).any() or (codes >= sizes).any():
             raise ValueError(f"codes out of range; level sizes are {self.level_sizes}")
-        return self._decode(codes)
+        if len(codes) <= CHUNK_ROWS:
+            return self._decode(codes)
+        return np.concatenate([self._decode(codes[s:s + CHUNK_ROWS]) for s in range(0, len(codes), CHUNK_ROWS)])
 
     def last_level_candidates(self, embeddings: np.ndarray, k: int) -> np.ndarray:
         """``int64 (N, min(k, last level size))`` ranked last-level codes (column 0 = encode's choice)."""
         self._require_fitted()
         emb = check_embeddings(embeddings, dim=self.input_dim)
-        return self._last_level_candidates(emb, min(int(k), self.level_sizes[-1]))
+        k = min(int(k), self.level_sizes[-1])
+        out = np.zeros((len(emb), k), dtype=np.int64)
+        for start in range(0, len(emb), CHUNK_ROWS):
+            out[start:start + CHUNK_ROWS] = self._last_level_candidates(emb[start:start + CHUNK_ROWS], k)
+        return out
+
+    def encode_with_candidates(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``encode`` and ``last_level_candidates`` in one chunked pass: ``int64 (N, L)`` codes and
+        ``(N, min(k, last level size))`` ranked last-level codes, stored as int16 (int32 above 32,767 codes).
+
+        The collision strategy needs both for the whole catalog; one pass halves the work of residual
+        quantizers (the residual entering the last level is computed once) and the small dtype keeps
+        256 candidates per item at a third of a 384-d float32 embedding matrix.
+        """
+        self._require_fitted()
+        emb = check_embeddings(embeddings, dim=self.input_dim)
+        k = min(int(k), self.level_sizes[-1])
+        dtype = np.int16 if self.level_sizes[-1] <= np.iinfo(np.int16).max else np.int32
+        codes = np.zeros((len(emb), self.num_levels), dtype=np.int64)
+        cands = np.zeros((len(emb), k), dtype=dtype)
+        for start in range(0, len(emb), CHUNK_ROWS):
+            sl = slice(start, start + CHUNK_ROWS)
+            codes[sl], cands[sl] = self._encode_with_candidates(emb[sl], k)
+        return codes, cands
+
+    def _encode_with_candidates(self, emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One chunk of ``encode_with_candidates``; residual quantizers override it to share the pass."""
+        return self._encode(emb), self._last_level_candidates(emb, k)
 
     # -- persistence ----------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

@@ -230,12 +230,16 @@ def check_embeddings(emb: np.ndarray, *, dim: int | None = None, what: str = "em
             "embed with the same model the tokenizer was fitted with (see its config.json embedding_model)"
         )
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    bad = ~np.isfinite(emb).all(axis=1)
+    bad = np.zeros(len(emb), dtype=bool)
+    zero = np.zeros(len(emb), dtype=bool)
+    for start in range(0, len(emb), 65_536):  # in chunks: no (N, D) boolean temporaries
+        part = emb[start:start + 65_536]
+        bad[start:start + 65_536] = ~np.isfinite(part).all(axis=1)
+        zero[start:start + 65_536] = ~part.any(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise ValueError(f"{what} contain NaN/inf in {bad.sum()} row(s) (first: {rows[:5].tolist()}); "
                          "check those items' texts and the embedding model")
-    zero = ~emb.any(axis=1)
     if zero.any():
         rows = np.flatnonzero(zero)
         raise ValueError(f"{what} have {zero.sum()} all-zero row(s) (first: {rows[:5].tolist()}); a zero "

@@ -82,7 +82,7 @@ class FSQ(Quantizer):
 
     @classmethod
     def from_config(cls, config: TokenizerConfig) -> FSQ:
-        if config.codebook_size != config.fsq_levels ** config.fsq_dims_per_token:
+        if config.codebook_size not in (None, config.fsq_levels ** config.fsq_dims_per_token):
             logger.info("fsq: codebook_size %d is ignored; each level has fsq_levels ** fsq_dims_per_token = %d codes",
                         config.codebook_size, config.fsq_levels ** config.fsq_dims_per_token)
         return cls(num_levels=config.num_levels, q=config.fsq_levels, dims_per_token=config.fsq_dims_per_token,

@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from sidrec.tokenizer.base import Quantizer, register_quantizer
-from sidrec.tokenizer.rqkmeans import fit_residual_kmeans, nearest, ranked_last_level, residual_encode
+from sidrec.tokenizer.rqkmeans import (
+    assign,
+    fit_residual_kmeans,
+    ranked_last_level,
+    residual_encode,
+    residual_encode_ranked,
+)
 from sidrec.tokenizer.training import mlp, train_autoencoder
 
 if TYPE_CHECKING:
@@ -126,6 +132,9 @@ class RQVAE(Quantizer):
 
     @classmethod
     def from_config(cls, config: TokenizerConfig) -> RQVAE:
+        if config.codebook_size is None:
+            raise ValueError("codebook_size is unresolved (null = sized to the catalog); call "
+                             "sidrec.tokenizer.sizing.resolve_sizes(config, num_items) first")
         return cls(num_levels=config.num_levels, codebook_size=config.codebook_size,
                    hidden_dims=config.rqvae_hidden_dims, latent_dim=config.rqvae_latent_dim, beta=config.rqvae_beta,
                    epochs=config.rqvae_epochs, batch_size=config.rqvae_batch_size, lr=config.rqvae_lr,
@@ -197,7 +206,7 @@ class RQVAE(Quantizer):
         total = 0
         for level in range(m.codebooks.shape[0]):
             cb = m.codebooks.data[level].cpu().numpy()  # (K, d)
-            _, idx = nearest(r, cb)
+            idx = assign(r, cb)  # (N,), in chunks of rows
             counts = np.bincount(idx, minlength=len(cb))
             dead = np.flatnonzero(counts == 0)
             if len(dead):
@@ -205,7 +214,7 @@ class RQVAE(Quantizer):
                 pick = rng.choice(len(r), size=len(dead), replace=len(dead) > len(r), p=weights / weights.sum())
                 cb[dead] = r[pick]
                 m.codebooks.data[level] = torch.from_numpy(cb).to(device)
-                _, idx = nearest(r, cb)
+                idx = assign(r, cb)
                 total += len(dead)
             r = r - cb[idx]
         return total
@@ -219,7 +228,7 @@ class RQVAE(Quantizer):
         return list(self.module.codebooks.detach().cpu().numpy())
 
     def _encode(self, emb: np.ndarray) -> np.ndarray:
-        return residual_encode(self._latents(emb), self._codebooks())[0]
+        return residual_encode(self._latents(emb), self._codebooks())
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         cb = self.module.codebooks.detach()  # (L, K, d)
@@ -230,6 +239,9 @@ class RQVAE(Quantizer):
 
     def _last_level_candidates(self, emb: np.ndarray, k: int) -> np.ndarray:
         return ranked_last_level(self._latents(emb), self._codebooks(), k)
+
+    def _encode_with_candidates(self, emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return residual_encode_ranked(self._latents(emb), self._codebooks(), k)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.module.state_dict())

@@ -24,15 +24,19 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save_file
 
+from sidrec.data.rawio import paused_gc
 from sidrec.tokenizer.base import Quantizer, build_quantizer
 from sidrec.tokenizer.collisions import (
+    SPREAD_CANDIDATES,
     append_collision_level,
     collision_level_size,
     reassign_last_level,
+    spread_large_groups,
 )
 from sidrec.tokenizer.config import TokenizerConfig
 from sidrec.tokenizer.embeddings import check_embeddings, embed_texts
-from sidrec.tokenizer.stats import mean_cosine, tokenizer_stats
+from sidrec.tokenizer.sizing import code_space_warning, resolve_sizes
+from sidrec.tokenizer.stats import decoded_cosine, tokenizer_stats
 from sidrec.utils import (
     atomic_write_json,
     atomic_write_text,
@@ -51,6 +55,19 @@ FORMAT_VERSION = 1
 TABLE_FILE = "semantic_ids.tsv"
 
 NewItem = Mapping[str, Any] | tuple[str, str]
+
+
+def _reassign(prefix: np.ndarray, cands: np.ndarray, config: TokenizerConfig,
+              last_level_size: int) -> tuple[np.ndarray, int, int]:
+    """The ``reassign`` strategy: free next-best codes, then spreading of groups over the cap.
+
+    ``cands (N, k)``: every item's last-level codes, nearest first (``encode_with_candidates``).
+    Returns the new prefix ``(N, L-1)``, the items moved to a free code and the items moved by spreading.
+    """
+    prefix, moved = reassign_last_level(prefix, cands[:, :config.reassign_candidates])
+    prefix, spread = spread_large_groups(prefix, cands, max_group=config.max_collision_group,
+                                         last_level_size=last_level_size)
+    return prefix, moved, spread
 
 
 class SemanticIdTokenizer:
@@ -111,42 +128,68 @@ class SemanticIdTokenizer:
         cls, *, item_ids: Sequence[str], embeddings: np.ndarray, config: TokenizerConfig,
         text_template: str = "", accelerator: Any = None,
     ) -> SemanticIdTokenizer:
-        """Fit ``config.method`` on ``embeddings (N, D)``, resolve collisions, compute stats."""
+        """Fit ``config.method`` on ``embeddings (N, D)``, resolve collisions, compute stats.
+
+        A null ``config.codebook_size`` is sized to the catalog (``sidrec.tokenizer.sizing``); the stored
+        config holds the resolved size. A code space too small for the catalog is logged as a warning
+        (also in ``stats["code_space_warning"]``).
+        """
+        with paused_gc():  # the collision passes and the ID table build millions of small tuples
+            return cls._fit(item_ids=item_ids, embeddings=embeddings, config=config, text_template=text_template,
+                            accelerator=accelerator)
+
+    @classmethod
+    def _fit(cls, *, item_ids: Sequence[str], embeddings: np.ndarray, config: TokenizerConfig,
+             text_template: str, accelerator: Any) -> SemanticIdTokenizer:
+        start = time.perf_counter()
         emb = check_embeddings(embeddings, what="item embeddings")
         if len(emb) != len(item_ids):
             raise ValueError(f"{len(item_ids)} item_ids but {len(emb)} embedding rows; they must match row for row")
         if len(emb) == 0:
             raise ValueError("no items to tokenize; the catalog is empty")
+        explicit = config.codebook_size is not None or config.method == "fsq"
+        config = resolve_sizes(config, len(emb))
         quantizer = build_quantizer(config)
         with torch_threads(config.torch_threads):
             t0 = time.perf_counter()
             info = quantizer.fit(emb, accelerator=accelerator)
             fit_seconds = time.perf_counter() - t0
-            prefix = quantizer.encode(emb)  # (N, L-1)
-            plain = prefix
-            moved = 0
+            moved = spread = 0
             if config.collision_strategy == "reassign":
-                cands = quantizer.last_level_candidates(emb, config.reassign_candidates)
-                prefix, moved = reassign_last_level(prefix, cands)
+                k = max(config.reassign_candidates, SPREAD_CANDIDATES)
+                prefix, cands = quantizer.encode_with_candidates(emb, k)  # (N, L-1), (N, k)
+                plain = prefix
+                prefix, moved, spread = _reassign(prefix, cands, config, quantizer.level_sizes[-1])
+                del cands
+            else:
+                prefix = quantizer.encode(emb)  # (N, L-1)
+                plain = prefix
         coll = append_collision_level(prefix)
         sizes = [*quantizer.level_sizes, collision_level_size(coll, config.collision_min_size)]
-        recon = mean_cosine(emb, quantizer.decode(prefix))
+        recon = decoded_cosine(emb, prefix, quantizer.decode)
         plain_stats = tokenizer_stats(method=config.method, prefix=plain, level_sizes=quantizer.level_sizes,
                                       collision_level_size=sizes[-1], recon_cosine=0.0, fit_seconds=0.0)
-        recon_plain = recon if moved == 0 else mean_cosine(emb, quantizer.decode(plain))
+        recon_plain = recon if moved + spread == 0 else decoded_cosine(emb, plain, quantizer.decode)
         stats = tokenizer_stats(
             method=config.method, prefix=prefix, level_sizes=quantizer.level_sizes, collision_level_size=sizes[-1],
             recon_cosine=recon, fit_seconds=fit_seconds,
             extra={"collision_strategy": config.collision_strategy, "reassigned_items": int(moved),
+                   "spread_items": int(spread), "codebook_size_source": "explicit" if explicit else "catalog",
                    "unique_before_collision_plain": plain_stats["unique_before_collision"],
                    "max_collision_group_plain": plain_stats["max_collision_group"],
                    "recon_cosine_plain": recon_plain,
                    "embedding_model": config.embedding_model, "embedding_dim": int(emb.shape[1]),
                    "seed": config.seed, "train_info": info},
         )
-        logger.info("tokenizer %s: %d items, unique_before_collision %.4f, max group %d, recon cos %.4f, %.1fs",
-                    config.method, len(emb), stats["unique_before_collision"], stats["max_collision_group"],
-                    recon, fit_seconds)
+        warning = code_space_warning(config=config, num_items=len(emb), explicit=explicit, stats=stats)
+        stats["code_space_warning"] = warning
+        if warning:
+            logger.warning("!" * 20 + " %s", warning)
+        stats["tokenize_seconds"] = time.perf_counter() - start
+        logger.info("tokenizer %s: %d items, level sizes %s, unique_before_collision %.4f, max group %d, "
+                    "recon cos %.4f, fit %.1fs, total %.1fs", config.method, len(emb), sizes,
+                    stats["unique_before_collision"], stats["max_collision_group"], recon, fit_seconds,
+                    stats["tokenize_seconds"])
         codes = np.concatenate([prefix, coll[:, None]], axis=1)  # (N, L)
         return cls(item_ids=item_ids, codes=codes, level_sizes=sizes, quantizer=quantizer, config=config,
                    text_template=text_template, stats=stats)

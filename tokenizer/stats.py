@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,19 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     num = (a * b).sum(1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
     return float((num / den).mean()) if len(a) else float("nan")
+
+
+def decoded_cosine(emb: np.ndarray, codes: np.ndarray, decode: Callable[[np.ndarray], np.ndarray], *,
+                   chunk_rows: int = 4096) -> float:
+    """``mean_cosine(emb, decode(codes))`` decoding ``chunk_rows`` rows at a time (same value: the
+    per-row cosines are computed row by row and averaged once)."""
+    cos = np.zeros(len(emb), dtype=np.float32)
+    for start in range(0, len(emb), chunk_rows):
+        a, b = emb[start:start + chunk_rows], decode(codes[start:start + chunk_rows])
+        num = (a * b).sum(1)
+        den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
+        cos[start:start + chunk_rows] = num / den
+    return float(cos.mean()) if len(emb) else float("nan")
 
 
 def tokenizer_stats(

@@ -66,14 +66,18 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
 @dataclass(frozen=True)
 class Range:
     """Allowed numbers: ``lo <= v <= hi`` (``<`` on an open end; None = unbounded). For a list field,
-    every element. NaN and infinities are never allowed."""
+    every element. NaN and infinities are never allowed. ``null``: the field may also be None (an
+    ``int | None`` field whose None means "choose for me", e.g. a codebook sized to the catalog)."""
 
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
+    null: bool = False
 
     def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.null
         values = value if isinstance(value, list | tuple) else [value]
         return all(self._allows_one(v) for v in values)
 
@@ -85,6 +89,9 @@ class Range:
         return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
 
     def describe(self) -> str:
+        return self._describe_number() + (", or null" if self.null else "")
+
+    def _describe_number(self) -> str:
         if self.lo is not None and self.hi is not None:
             return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
         if self.lo is not None:
