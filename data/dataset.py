@@ -109,6 +109,8 @@ class PreparedDataset:
     sequences: list[list[int]] | FlatSequences
     text_template: str
     source: str = ""
+    num_cold_items: int = 0  # a cold-start split's held-out items: the last item indices (sidrec.data.cold)
+    cold_method: str = ""  # how they were chosen (timestamps or a seeded random choice)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -116,6 +118,8 @@ class PreparedDataset:
             raise ValueError("item_ids, item_texts and item_titles must have the same length")
         if len(self.user_ids) != len(self.sequences):
             raise ValueError("user_ids and sequences must have the same length")
+        if not 0 <= self.num_cold_items < max(n, 1):
+            raise ValueError(f"num_cold_items must be in [0, {n}), got {self.num_cold_items}")
 
     # -- sizes -------------------------------------------------------------------------------
     @property
@@ -134,6 +138,13 @@ class PreparedDataset:
         if isinstance(self.sequences, FlatSequences):
             return self.sequences.lengths()
         return np.fromiter(map(len, self.sequences), dtype=np.int64, count=self.num_users)
+
+    @property
+    def cold_items(self) -> np.ndarray:
+        """``bool (N,)``: True for the items a cold-start split held out (never seen in training)."""
+        mask = np.zeros(self.num_items, dtype=bool)
+        mask[self.num_items - self.num_cold_items :] = True
+        return mask
 
     def item_index(self) -> dict[str, int]:
         """External item id -> item index."""
@@ -181,6 +192,8 @@ class PreparedDataset:
         bounds = offsets.tolist()
         for u, a, b in zip(self.user_ids, bounds[:-1], bounds[1:], strict=True):
             h.update(u.encode() + b":" + flat[a:b].tobytes())
+        if self.num_cold_items:  # (absent for datasets without a cold split: their fingerprints are unchanged)
+            h.update(f"\x1dcold={self.num_cold_items}".encode())
         return h.hexdigest()[:16]
 
     def stats(self) -> dict[str, Any]:
@@ -196,7 +209,13 @@ class PreparedDataset:
             "seq_len_max": int(lengths.max()),
             "items_without_text": sum(1 for t in self.item_texts if not t),
             "fingerprint": self.fingerprint(),
+            **({"cold_items": self.num_cold_items, "cold_test_users": self._cold_test_users(),
+                "cold_method": self.cold_method} if self.num_cold_items else {}),
         }
+
+    def _cold_test_users(self) -> int:
+        flat, offsets = self._flat()
+        return int((flat[offsets[1:] - 1] >= self.num_items - self.num_cold_items).sum())
 
     # -- storage -----------------------------------------------------------------------------
     def save(self, run_dir: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
@@ -220,7 +239,8 @@ class PreparedDataset:
                                                                "items": Sequence(Value("int64"))}))
                     ).save_to_disk(str(tmp / "users"))
             meta = {"format_version": FORMAT_VERSION, "name": self.name, "text_template": self.text_template,
-                    "source": self.source, **(extra or {})}
+                    "source": self.source, "num_cold_items": self.num_cold_items,
+                    "cold_method": self.cold_method, **(extra or {})}
             (tmp / "prepare.json").write_text(json.dumps(meta, indent=2) + "\n")
             (tmp / "stats.json").write_text(json.dumps(self.stats(), indent=2) + "\n")
         if bars:
@@ -262,7 +282,8 @@ class PreparedDataset:
                 name=meta["name"], item_ids=items["item_id"], item_texts=items["text"],
                 item_titles=items["title"], user_ids=users["user_id"],
                 sequences=users["items"], text_template=meta["text_template"],
-                source=meta.get("source", ""),
+                source=meta.get("source", ""), num_cold_items=int(meta.get("num_cold_items", 0)),
+                cold_method=meta.get("cold_method", ""),
             )
         except KeyError as e:
             raise ValueError(f"{folder}: missing column or key {e}; {redo}") from e

@@ -80,7 +80,11 @@ class _CsvRows:
 
 
 def _header(path: Path) -> tuple[list[str], int, int, int]:
-    """Stripped header, index of user_id and item_id, and the physical lines the header spans."""
+    """Stripped header, index of user_id and item_id, and the physical lines the header spans.
+
+    An optional ``timestamp`` column is read too (``_timestamp_column``): it never changes the order (row
+    order is the sequence order) but tells a cold-start split which items are newest.
+    """
     rows = _CsvRows(path)
     first = next(rows, None)
     if first is None:
@@ -93,6 +97,36 @@ def _header(path: Path) -> tuple[list[str], int, int, int]:
             "the first line must name at least user_id,item_id"
         )
     return header, header.index("user_id"), header.index("item_id"), rows.line_num
+
+
+def _timestamp_column(header: list[str]) -> int | None:
+    return header.index("timestamp") if "timestamp" in header else None
+
+
+def _as_times(values: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray | None:
+    """int64 timestamps of a column of strings (integers or numbers like ``1.3e9``), or None when any
+    value is not a number (such a column is ignored as a whole, never an error)."""
+    try:
+        numbers = pc.cast(values if not isinstance(values, list) else pa.array(values, pa.string()), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    array = numbers.to_numpy(zero_copy_only=False) if not isinstance(numbers, pa.ChunkedArray) else np.concatenate(
+        [c.to_numpy(zero_copy_only=False) for c in numbers.chunks])
+    if not np.isfinite(array).all():
+        return None
+    return array.astype(np.int64)
+
+
+def _add(log: InteractionLog, users, items, times, path: Path) -> None:
+    """Append a chunk, with its timestamps while the file's are all numbers."""
+    if log.with_time:
+        parsed = _as_times(times)
+        if parsed is None:
+            log.drop_times(f"{path}: the timestamp column holds a value that is not a number")
+        else:
+            log.add(users, items, parsed)
+            return
+    log.add(users, items)
 
 
 class _Fallback(Exception):
@@ -176,12 +210,13 @@ class _CheckedStream:
 
 def _read_fast(path: Path, header: list[str], ui: int, ii: int, skip: int) -> InteractionLog:
     names = [f"c{i}" for i in range(len(header))]
-    log = InteractionLog()
+    ti = _timestamp_column(header)
+    log = InteractionLog(with_time=ti is not None)
     native = pa.input_stream(str(path), compression="gzip" if path.suffix == ".gz" else None)
     stream = _CheckedStream(native, csv.field_size_limit())
     source = pa.PythonFile(stream, mode="r")
     try:
-        return _parse_fast(source, stream, log, names, ui, ii, skip)
+        return _parse_fast(source, stream, log, names, (ui, ii, ti), skip, path)
     except (pa.ArrowException, OSError) as e:
         if stream.reason:  # a Python exception raised under pyarrow may come back wrapped
             raise _Fallback(stream.reason) from e
@@ -191,14 +226,15 @@ def _read_fast(path: Path, header: list[str], ui: int, ii: int, skip: int) -> In
 
 
 def _parse_fast(source: pa.PythonFile, stream: _CheckedStream, log: InteractionLog, names: list[str],
-                ui: int, ii: int, skip: int) -> InteractionLog:
+                index: tuple[int, int, int | None], skip: int, path: Path) -> InteractionLog:
+    ui, ii, ti = index  # user_id, item_id and (optional) timestamp columns
+    columns = [names[ui], names[ii]] + ([names[ti]] if ti is not None else [])
     reader = pa_csv.open_csv(
         source,
         read_options=pa_csv.ReadOptions(skip_rows=skip, column_names=names, block_size=BLOCK_BYTES),
         parse_options=pa_csv.ParseOptions(newlines_in_values=False),
         convert_options=pa_csv.ConvertOptions(
-            include_columns=[names[ui], names[ii]],
-            column_types={names[ui]: pa.string(), names[ii]: pa.string()},
+            include_columns=columns, column_types=dict.fromkeys(columns, pa.string()),
             strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
     for batch in reader:
@@ -206,7 +242,7 @@ def _parse_fast(source: pa.PythonFile, stream: _CheckedStream, log: InteractionL
         items = pc.utf8_trim_whitespace(batch.column(names[ii]))
         if pc.any(pc.equal(pc.utf8_length(users), 0)).as_py() or pc.any(pc.equal(pc.utf8_length(items), 0)).as_py():
             raise _Fallback("empty id")
-        log.add(users, items)
+        _add(log, users, items, batch.column(names[ti]) if ti is not None else None, path)
     if stream.reason:
         raise _Fallback(stream.reason)
     return log
@@ -217,9 +253,11 @@ def _read_python(path: Path, header: list[str], ui: int, ii: int) -> Interaction
     rows = _CsvRows(path)
     next(rows)
     need = max(ui, ii) + 1
-    log = InteractionLog()
+    ti = _timestamp_column(header)
+    log = InteractionLog(with_time=ti is not None)
     users: list[str] = []
     items: list[str] = []
+    times: list[str] = []
     for lineno, row in rows:
         if not row:
             continue
@@ -230,10 +268,12 @@ def _read_python(path: Path, header: list[str], ui: int, ii: int) -> Interaction
             raise ValueError(f"{path}, line {lineno}: empty user_id or item_id; fill it in or delete the row")
         users.append(u)
         items.append(i)
+        if ti is not None:
+            times.append(row[ti].strip() if len(row) > ti else "")
         if len(users) == PY_CHUNK_ROWS:
-            log.add(users, items)
-            users, items = [], []
-    log.add(users, items)
+            _add(log, users, items, times, path)
+            users, items, times = [], [], []
+    _add(log, users, items, times, path)
     return log
 
 

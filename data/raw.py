@@ -12,6 +12,7 @@ one contiguous run, users numbered ``0..U-1`` in sequence order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+logger = logging.getLogger(__name__)
 
 Ids = pa.Array | pa.ChunkedArray | Sequence[str]
 
@@ -42,10 +45,13 @@ class RawDataset:
     source: str = ""
     notes: list[str] = field(default_factory=list)
     meta_without_interactions: int = 0
+    times: np.ndarray | None = None  # int64 (n,) timestamps parallel to item_codes, when the source has them
 
     def __post_init__(self) -> None:
         if len(self.user_codes) != len(self.item_codes):
             raise ValueError("user_codes and item_codes must be parallel arrays of the same length")
+        if self.times is not None and len(self.times) != len(self.item_codes):
+            raise ValueError("times must be parallel to item_codes")
 
     @property
     def num_interactions(self) -> int:
@@ -163,6 +169,14 @@ class InteractionLog:
         self._item_chunks = []
         self._item_vocab = items.to_pylist()
 
+    def drop_times(self, reason: str) -> None:
+        """Forget the timestamps (e.g. a column that is not numeric): order stays the rows', and nothing
+        downstream (a cold-start split) relies on them; ``reason`` goes to the log."""
+        if self.with_time:
+            logger.info("timestamps ignored: %s", reason)
+        self.with_time = False
+        self._time_chunks = []
+
     @property
     def item_vocab(self) -> list[str]:
         """Item ids by code (order of first appearance in the file); closes the log."""
@@ -188,27 +202,28 @@ class InteractionLog:
             raise ValueError("the log was already finished")
         users, items, vocab = self._users, self._items, self._user_vocab
         self._users = self._items = self._user_vocab = None
+        times = None
+        if self.with_time:
+            times = np.concatenate(self._time_chunks) if self._time_chunks else np.zeros(0, dtype=np.int64)
+            self._time_chunks = []
         if order == "rows":
             # codes are in order of first appearance: a stable sort by code groups them in sequence order
             perm = pc.sort_indices(pa.array(users)).to_numpy()
             user_vocab = vocab.to_pylist()
         elif order == "user-time":
-            if not self.with_time:
+            if times is None:
                 raise ValueError("order='user-time' needs a log made with with_time=True")
-            times = np.concatenate(self._time_chunks) if self._time_chunks else np.zeros(0, dtype=np.int64)
-            self._time_chunks = []
             keys = vocab if user_key is None else pa.array([user_key(u) for u in vocab.to_pylist()], pa.string())
             by_id = pc.sort_indices(keys).to_numpy()  # sorted position -> code
             rank = np.empty(len(vocab), dtype=np.int32)
             rank[by_id] = np.arange(len(vocab), dtype=np.int32)
             users = rank[users]
             perm = _user_time_order(users, times, len(vocab))
-            del times
             user_vocab = vocab.take(pa.array(by_id)).to_pylist()
         else:
             raise ValueError(f"order must be 'rows' or 'user-time', got {order!r}")
         return RawDataset(
             name=name, user_vocab=user_vocab, item_vocab=self._item_vocab, user_codes=users[perm],
             item_codes=items[perm], item_meta=item_meta, source=source,
-            meta_without_interactions=meta_without_interactions,
+            meta_without_interactions=meta_without_interactions, times=None if times is None else times[perm],
         )

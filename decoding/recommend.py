@@ -6,7 +6,8 @@ validation, ``sidrec evaluate`` and ``sidrec.Recommender``.
 2. ``constrained_beam_search`` proposes ``beam_size`` catalog items per user (retrieval);
 3. a generator with a dense head scores those candidates (``model.dense_scores``) and ``hybrid_rank``
    orders them by ``logp + weight * dense`` (``weight`` defaults to the one chosen on VALID and stored
-   in the checkpoint's config; 0 = generation only).
+   in the checkpoint's config; 0 = generation only);
+4. optionally TIGER's epsilon: a share of the top-k reserved for cold (new) items of the same beam.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from sidrec.decoding.beam import constrained_beam_search
-from sidrec.decoding.rerank import hybrid_rank
+from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["DEFAULT_BEAM_SIZE", "Candidates", "beam_candidates", "default_beam_size", "has_dense_head",
@@ -102,17 +103,25 @@ def beam_candidates(
 
 def recommend_topk(
     model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, k: int,
-    beam_size: int | None = None, weight: float | None = None, **kwargs,
+    beam_size: int | None = None, weight: float | None = None, cold: np.ndarray | None = None,
+    cold_share: float = 0.0, **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items ``(U, k)`` and their scores, best first (``-1`` / ``-inf`` where fewer exist).
 
     ``beam_size``: None = the checkpoint's (``default_beam_size``); raised to ``k`` if smaller.
     ``weight``: dense weight of the hybrid ranking; None = the model's ``hybrid_weight`` (0 without a dense
-    head). Other keyword arguments go to ``beam_candidates``.
+    head). ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for ``cold`` items (``bool
+    (N,)``) from the same candidates (``reserve_cold``; 0 = off). Other keyword arguments go to
+    ``beam_candidates``.
     """
     if beam_size is None:
         beam_size = default_beam_size(model)
     if weight is None:
         weight = float(getattr(model.config, "hybrid_weight", 0.0)) if has_dense_head(model) else 0.0
     candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0, **kwargs)
+    if cold_share > 0:
+        if cold is None:
+            raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")
+        items, scores = candidates.rank(weight=weight, k=candidates.items.shape[1])  # the whole beam, ranked
+        return reserve_cold(items, scores, torch.as_tensor(np.asarray(cold, dtype=bool)), epsilon=cold_share, k=k)
     return candidates.rank(weight=weight, k=k)

@@ -60,9 +60,12 @@ def _device() -> str:
 
 def score_model(
     scorer, *, histories: list[list[int]], targets: np.ndarray, user_index: np.ndarray,
-    num_items: int, item_counts: np.ndarray, n_boot: int, seed: int,
+    num_items: int, item_counts: np.ndarray, n_boot: int, seed: int, cold_items: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Run one scorer; returns ``{"metrics", "ci", "slices", "seconds"}`` (the metrics.json block)."""
+    """Run one scorer; returns ``{"metrics", "ci", "slices", "seconds"}`` (the metrics.json block).
+
+    ``cold_items`` (``bool (N,)``, a cold-start split) adds the ``target_cold`` slices (warm / cold targets).
+    """
     t0 = time.perf_counter()
     topk = scorer.recommend(histories, LIST_LENGTH, user_index=user_index)  # (U, K)
     seconds = time.perf_counter() - t0
@@ -80,7 +83,8 @@ def score_model(
     return {
         "metrics": metrics,
         "ci": bootstrap_ci(per_user, n_boot=n_boot, seed=seed),
-        "slices": standard_slices(per_user, histories=histories, targets=targets, item_counts=item_counts),
+        "slices": standard_slices(per_user, histories=histories, targets=targets, item_counts=item_counts,
+                                  cold_items=cold_items),
         "seconds": seconds,
     }
 
@@ -118,11 +122,13 @@ def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bo
     return scorers
 
 
-def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int | None, batch_size: int):
+def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int | None, batch_size: int,
+                    cold_shares: tuple[float, ...] = ()):
     """The generator's scorers, or ``([], reason)`` when the run has no trained generator/tokenizer.
 
     The first scorer is the generator as tuned on VALID; for a generator with a dense head the ablation
-    follows: generation only (the beam's order) and the dense head alone over the whole catalog.
+    follows: generation only (the beam's order) and the dense head alone over the whole catalog; then one
+    row per ``cold_shares`` value (TIGER's epsilon: that share of each list reserved for cold items).
     """
     missing = [p for p in ("generator/model.safetensors", "tokenizer/config.json") if not (run / p).is_file()]
     if missing:
@@ -134,6 +140,10 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
                                     dataset_fingerprint=dataset.fingerprint(), beam_size=beam_size,
                                     batch_size=batch_size, exclude_history=exclude_history, device=_device())
     variants = [main.variant(mode) for mode in ("generation", "dense")] if has_dense_head(main.model) else []
+    if cold_shares and not main.cold.any():
+        logger.info("--cold-share: the tokenizer assigned no items after its fit (no cold-start split); skipped")
+    elif cold_shares:
+        variants += [main.variant(cold_share=share) for share in cold_shares if share > 0]
     return [main, *variants], "evaluated"
 
 
@@ -141,6 +151,7 @@ def evaluate_run(
     run: str | Path, *, split: str = "test", baselines: list[str] | None = None, max_users: int | None = None,
     n_boot: int = 1000, seed: int = 0, exclude_history: bool = False, beam_size: int | None = None,
     batch_size: int = 256, generator: bool = True, out: str | Path | None = None, overwrite: bool = False,
+    cold_shares: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Evaluate the run's generator (if any) and baselines; write the three files; return metrics.json.
 
@@ -168,7 +179,7 @@ def evaluate_run(
     generators, status = [], "disabled (--no-generator)"
     if generator:
         generators, status = build_generator(run, dataset, exclude_history=exclude_history, beam_size=beam_size,
-                                             batch_size=batch_size)
+                                             batch_size=batch_size, cold_shares=tuple(cold_shares))
     logger.info("generator: %s", status)
     result: dict[str, Any] = {
         "split": split, "num_users": len(data), "exclude_history": exclude_history,
@@ -177,7 +188,8 @@ def evaluate_run(
                    "bootstrap": n_boot, "seed": seed, "exclude_history": exclude_history,
                    "beam_size": beam_size, "batch_size": batch_size},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
-                    "num_items": dataset.num_items, "num_users": dataset.num_users},
+                    "num_items": dataset.num_items, "num_users": dataset.num_users,
+                    "cold_items": dataset.num_cold_items},
         "git_commit": git_commit(), "generator_status": status,
         "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
     }
@@ -198,7 +210,8 @@ def evaluate_run(
     for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
-                          num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed)
+                          num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed,
+                          cold_items=dataset.cold_items if dataset.num_cold_items else None)
         res["seconds"] = round(res["seconds"], 2)
         if generators and scorer is generators[0]:
             result.update(res)
@@ -232,7 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")
     p.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in the output folder")
+    p.add_argument("--cold-share", default="",
+                   help="TIGER's epsilon: comma list of shares of each generator list reserved for cold-start items "
+                        "(rows the tokenizer assigned after its fit), one extra row each, e.g. 0.1,0.2")
     args = p.parse_args(argv)
+    try:
+        cold_shares = tuple(float(x) for x in args.cold_share.split(",") if x.strip())
+    except ValueError:
+        p.error(f"--cold-share must be a comma list of numbers in [0, 1], got {args.cold_share!r}")
+    if any(not 0.0 <= x <= 1.0 for x in cold_shares):
+        p.error(f"--cold-share values must lie in [0, 1], got {args.cold_share!r}")
     if args.max_users is not None and args.max_users < 1:
         p.error(f"--max-users must be >= 1, got {args.max_users}")
     if args.bootstrap < 0:
@@ -248,15 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_run(args.run, split=args.split, baselines=baselines, max_users=args.max_users,
                           n_boot=args.bootstrap, seed=args.seed, exclude_history=args.exclude_history,
                           beam_size=args.beam_size, batch_size=args.batch_size,
-                          generator=not args.no_generator, out=args.out, overwrite=args.overwrite)
+                          generator=not args.no_generator, out=args.out, overwrite=args.overwrite,
+                          cold_shares=cold_shares)
     out_dir = Path(args.out) if args.out else Path(args.run) / "eval"
-    rows = [("generator", result["metrics"])] if result["metrics"] else []
-    rows += [(name, block["metrics"]) for name, block in result["generator_variants"].items()]
-    rows += [(name, block["metrics"]) for name, block in result["baselines"].items()]
+    rows = [("generator", result)] if result["metrics"] else []
+    rows += list(result["generator_variants"].items()) + list(result["baselines"].items())
     width = max((len(name) for name, _ in rows), default=12)
-    for name, m in rows:
+    for name, block in rows:
+        m = block["metrics"]
+        cold = block.get("slices", {}).get("target_cold", {})
+        split = "".join(f" {part}_recall@10={cold[part]['recall@10']:.4f}" for part in ("warm", "cold") if part in cold)
         print(f"{name:{width}s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
-              f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}")
+              f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}{split}")
     print(f"wrote {out_dir / 'metrics.json'}")
     return 0
 

@@ -6,6 +6,9 @@ Works with every generator family (``sidrec.seqmodel.load_generator``). ``mode``
   dense head (beam candidates by ``logp + hybrid_weight * dense``), the beam's own order otherwise;
 - ``generation``: the beam's order (pure generation, whatever the family);
 - ``dense``: the dense head alone over the whole catalog (an ablation: no beam, no trie).
+
+``cold_share`` (TIGER's epsilon) reserves up to that share of each list for cold-start items (the
+tokenizer's rows assigned after its fit) from the same beam candidates.
 """
 
 from __future__ import annotations
@@ -34,12 +37,11 @@ class GeneratorScorer:
     def __init__(
         self, *, model, tokenizer, user_ids: list[str] | None = None, beam_size: int | None = None,
         batch_size: int = 64, exclude_history: bool = False, device: str | torch.device = "cpu",
-        mode: str = "default",
+        mode: str = "default", cold_share: float = 0.0,
     ) -> None:
         from sidrec.decoding import CatalogTrie, has_dense_head
 
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        _check(mode, cold_share)
         if mode == "dense" and not has_dense_head(model):
             raise ValueError("mode 'dense' needs a generator with a dense head (family: item, dense_head: true)")
         self.model = model.to(device).eval()
@@ -51,7 +53,9 @@ class GeneratorScorer:
         self.exclude_history = exclude_history
         self.device = torch.device(device)
         self.mode = mode
-        self.name = "generator" if mode == "default" else f"generator ({mode} only)"
+        self.cold = tokenizer.assigned_items()  # (N,) rows assigned after the fit: cold-start items
+        self.cold_share = cold_share
+        self.name = _name(mode, cold_share)
         self.table: dict | None = None  # the tokenizer table's row count and fingerprint (from_run)
         if model.vocab.num_user_buckets > 0 and user_ids is None:
             raise ValueError("this generator uses user tokens; pass the dataset's user_ids")
@@ -85,13 +89,11 @@ class GeneratorScorer:
         scorer.table = tokenizer.table_record()
         return scorer
 
-    def variant(self, mode: str) -> GeneratorScorer:
-        """The same model, trie and settings, ranking with another ``mode``."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    def variant(self, mode: str = "default", *, cold_share: float = 0.0) -> GeneratorScorer:
+        """The same model, trie and settings, ranking with another ``mode`` or cold-item share."""
+        _check(mode, cold_share)
         other = copy.copy(self)
-        other.mode = mode
-        other.name = "generator" if mode == "default" else f"generator ({mode} only)"
+        other.mode, other.cold_share, other.name = mode, cold_share, _name(mode, cold_share)
         return other
 
     @torch.no_grad()
@@ -111,7 +113,8 @@ class GeneratorScorer:
         items, _ = recommend_topk(
             self.model, self.trie, histories, k=k, beam_size=self.beam_size,
             weight=0.0 if self.mode == "generation" else None, item_codes=self.codes, user_ids=uids,
-            exclude_history=self.exclude_history, batch_size=self.batch_size,
+            exclude_history=self.exclude_history, batch_size=self.batch_size, cold=self.cold,
+            cold_share=self.cold_share,
         )
         return items.numpy().astype(np.int64)
 
@@ -128,3 +131,17 @@ class GeneratorScorer:
             out.append(topk_from_scores(scores.cpu(), k, histories=batch, exclude_history=self.exclude_history))
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
+
+def _check(mode: str, cold_share: float) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not 0.0 <= cold_share <= 1.0 or (cold_share and mode == "dense"):
+        raise ValueError(f"cold_share must be in [0, 1] and applies to the beam's lists (not mode 'dense'), "
+                         f"got {cold_share} with mode {mode!r}")
+
+
+def _name(mode: str, cold_share: float) -> str:
+    """The row label in reports: ``generator``, ``generator (dense only)``, ``generator (cold share 0.1)``."""
+    if cold_share:
+        return f"generator (cold share {cold_share:g})" if mode == "default" else f"generator ({mode}, cold share {cold_share:g})"
+    return "generator" if mode == "default" else f"generator ({mode} only)"

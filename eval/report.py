@@ -96,7 +96,10 @@ def render_report(result: dict[str, Any]) -> str:
             f"{m[c]:.4f} [{ci[c][0]:.4f}, {ci[c][1]:.4f}]" if c in ci else _fmt(m.get(c)) for c in CI_COLUMNS
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for slicing in ("history_length", "target_popularity"):
+    slicings = ["history_length", "target_popularity"]
+    if any("target_cold" in block.get("slices", {}) for _, block in _blocks(result)):
+        slicings.append("target_cold")  # a cold-start split: users whose target is warm / cold
+    for slicing in slicings:
         lines += ["", f"## Recall@10 by {slicing.replace('_', ' ')}", ""]
         users: dict[str, int] = {}
         for _, block in _blocks(result):

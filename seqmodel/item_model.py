@@ -209,6 +209,17 @@ class ItemLevelGenerator(SemanticIdGenerator):
         self.embedder.add_items(tokens, None if text is None else torch.as_tensor(np.asarray(text)))
         self.config.num_items = self.num_items
 
+    def set_training_catalog(self, available: np.ndarray) -> None:
+        """Items the dense softmax (and the distillation) may use in training: ``bool (N,)``.
+
+        A cold-start split's held-out items are not in the catalog at training time, so they must not
+        appear even as negatives. Not saved: inference ranks the whole catalog.
+        """
+        mask = torch.as_tensor(np.asarray(available, dtype=bool))
+        if mask.shape != (self.num_items,):
+            raise ValueError(f"available must be ({self.num_items},) booleans, got {tuple(mask.shape)}")
+        self.register_buffer("training_catalog", mask.to(self.embedder.item_tokens.device), persistent=False)
+
     @property
     def reads_text(self) -> bool:
         return self.embedder.text is not None
@@ -410,6 +421,9 @@ class ItemLevelGenerator(SemanticIdGenerator):
         dense = distill = torch.zeros_like(generation)
         if self.config.dense_head and dense_weight > 0:
             scores = self.dense_logits(states[valid])  # (P, N)
+            available = getattr(self, "training_catalog", None)
+            if available is not None:
+                scores = scores.masked_fill(~available, float("-inf"))
             dense = F.cross_entropy(scores.float(), targets, reduction="none")
             if distill_weight > 0:
                 distill = self.distill_losses(logits, scores, targets)

@@ -198,14 +198,18 @@ class Recommender:
     @torch.no_grad()
     def recommend(
         self, history: Sequence[str] | Sequence[Sequence[str]], k: int = 10, *, exclude_seen: bool = True,
-        on_unknown: str = "error", user_ids: Sequence[str] | None = None,
+        on_unknown: str = "error", user_ids: Sequence[str] | None = None, cold_share: float = 0.0,
     ) -> list[Recommendation] | list[list[Recommendation]]:
         """Top-``k`` items for one history (a list of item ids) or a batch of them (a list of lists).
 
         ``exclude_seen`` removes history items from the results (k are still returned when k exist).
         ``on_unknown``: ``"error"`` (default) or ``"skip"`` unknown item ids, with a count in the log.
         ``user_ids``: only used by generators trained with user tokens (TIGER's user hashing).
+        ``cold_share``: TIGER's epsilon: up to ``ceil(cold_share * k)`` of the slots go to new items (added
+        with ``add_items`` or assigned after the tokenizer's fit) that the beam search proposed; 0 = off.
         """
+        if not 0.0 <= cold_share <= 1.0:
+            raise ValueError(f"cold_share must be in [0, 1], got {cold_share!r}")
         if isinstance(history, str | bytes):
             raise ValueError(f"history is a single string ({history!r}); pass a list of item ids, oldest first "
                              f"(e.g. [{history!r}]), or a list of such lists")
@@ -220,7 +224,7 @@ class Recommender:
         items, scores = recommend_topk(
             self.model, self.trie, indices, k=k, beam_size=self.beam_size, item_codes=self.tokenizer.codes,
             user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size, cold=self.tokenizer.assigned_items(), cold_share=cold_share,
         )
         results = [
             [Recommendation(self.tokenizer.item_ids[i], float(sc), self.titles[i])

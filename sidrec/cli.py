@@ -34,6 +34,9 @@ def format_stats(stats: dict) -> str:
          f"{stats['seq_len_min']} / {stats['seq_len_median']:g} / {stats['seq_len_mean']:.2f} / {stats['seq_len_max']}"),
         ("items without text", f"{stats['items_without_text']:,}"),
     ]
+    if stats.get("cold_items"):
+        rows.append(("cold-start items (held out)", f"{stats['cold_items']:,} ({stats.get('cold_method', '')})"))
+        rows.append(("test users with a cold target", f"{stats['cold_test_users']:,}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -88,11 +91,17 @@ def cmd_prepare(argv: list[str]) -> int:
     p.add_argument("--min-user-count", type=int, default=0, help="k-core: drop users with fewer interactions")
     p.add_argument("--min-item-count", type=int, default=0, help="k-core: drop items with fewer interactions")
     p.add_argument("--text-template", default=None, help="item text template, e.g. 'Title: {title}; Brand: {brand}'")
+    p.add_argument("--cold-items", type=float, default=0.0, metavar="FRACTION",
+                   help="cold-start split: hold out this share of the items, the newest by first interaction "
+                        "(a seeded random choice without timestamps), as items no stage trains on; they stay only "
+                        "as test targets (default 0 = off)")
+    p.add_argument("--cold-seed", type=int, default=0, help="seed of the cold-start choice (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the prepared dataset of a used run folder (later stages that no longer match "
                         "are listed, and their loaders refuse them)")
     args = p.parse_args(argv)
-    overrides = {"min_user_count": args.min_user_count, "min_item_count": args.min_item_count}
+    overrides = {"min_user_count": args.min_user_count, "min_item_count": args.min_item_count,
+                 "cold_items": args.cold_items, "cold_seed": args.cold_seed}
     if args.text_template is not None:
         overrides["text_template"] = args.text_template
     config = load_config(PrepareConfig, None, overrides)

@@ -89,8 +89,8 @@ def test_generator_scorer_on_tiny_model():
     vocab = SemanticIdVocab(level_sizes=sizes, num_user_buckets=0)
     model = SemanticIdGenerator(build_t5_config(vocab=vocab, d_model=16, num_layers=1, num_decoder_layers=1,
                                                 num_heads=2, d_kv=8, d_ff=32, dropout_rate=0.0))
-    scorer = GeneratorScorer(model=model, tokenizer=SimpleNamespace(codes=codes, level_sizes=sizes),
-                             beam_size=20, batch_size=2)
+    table = SimpleNamespace(codes=codes, level_sizes=sizes, assigned_items=lambda: np.zeros(n, dtype=bool))
+    scorer = GeneratorScorer(model=model, tokenizer=table, beam_size=20, batch_size=2)
     histories = [[0, 5, 7], [3], [39, 38, 1, 2]]
     top = scorer.recommend(histories, 20)
     assert top.shape == (3, 20)

@@ -106,6 +106,17 @@ class SemanticIdTokenizer:
 
     # -- sizes and lookups ------------------------------------------------------------------------
     @property
+    def num_fitted_items(self) -> int:
+        """Rows the quantizer was fitted on (the first ones); later rows came from ``assign`` (new items)."""
+        return int(self.stats.get("num_items", self.num_items))
+
+    def assigned_items(self) -> np.ndarray:
+        """``bool (N,)``: True for rows added by ``assign`` after the fit (cold-start items)."""
+        mask = np.zeros(self.num_items, dtype=bool)
+        mask[self.num_fitted_items :] = True
+        return mask
+
+    @property
     def num_items(self) -> int:
         return len(self.item_ids)
 

@@ -449,6 +449,8 @@ def train_generator(
     item_codes = np.asarray(tokenizer.codes, dtype=np.int64)
     split = dataset.eval_split("valid").sample(cfg.valid_max_users or None, seed=0)
     trie = CatalogTrie(codes=item_codes, level_sizes=tokenizer.level_sizes)
+    if dataset.num_cold_items:  # a cold-start split's held-out items do not exist yet while training
+        trie.remove_items(np.flatnonzero(dataset.cold_items))
 
     model = task.build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

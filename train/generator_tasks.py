@@ -223,7 +223,10 @@ class ItemTask:
         )
         logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
                     config.num_items, "on" if text is not None else "off", config.num_id_rows, cfg.id_min_count)
-        return ItemLevelGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows)
+        model = ItemLevelGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows)
+        if self.ctx.dataset.num_cold_items:  # held-out items are not in the catalog the dense head trains on
+            model.set_training_catalog(~self.ctx.dataset.cold_items)
+        return model
 
     def loader(self, generator: torch.Generator):
         lengths = [len(w) for w in self.windows] if self.ctx.cfg.group_by_length else []

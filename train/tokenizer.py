@@ -37,7 +37,9 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
                       overwrite: bool = False) -> SemanticIdTokenizer:
     """Embed ``RUN``'s items, fit the tokenizer and (on the main process) write ``RUN/tokenizer``.
 
-    An existing ``RUN/tokenizer`` is an error unless ``overwrite``.
+    With a cold-start split the quantizer is fitted on the warm items only and the cold ones get their IDs
+    through ``assign`` afterwards, as items added after training would. An existing ``RUN/tokenizer`` is an
+    error unless ``overwrite``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -55,8 +57,13 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
                           cache_dir=run / "cache", batch_size=config.embedding_batch_size,
                           show_progress=accelerator.is_local_main_process)
     embed_seconds = time.perf_counter() - t0
-    tok = SemanticIdTokenizer.fit(item_ids=dataset.item_ids, embeddings=emb, config=config,
+    warm = dataset.num_items - dataset.num_cold_items  # a cold-start split numbers its held-out items last
+    tok = SemanticIdTokenizer.fit(item_ids=dataset.item_ids[:warm], embeddings=emb[:warm], config=config,
                                   text_template=dataset.text_template, accelerator=accelerator)
+    if dataset.num_cold_items:  # new items get their IDs the way production gives them: after the fit
+        tok.assign_embeddings(dataset.item_ids[warm:], emb[warm:])
+        tok.stats["cold_items_assigned"] = dataset.num_cold_items
+        logger.info("fitted on %d warm items; %d cold items got IDs through assign()", warm, dataset.num_cold_items)
     tok.stats["embed_seconds"] = embed_seconds
     tok.stats["dataset_fingerprint"] = dataset.fingerprint()
     if accelerator.is_main_process:
