@@ -16,7 +16,7 @@ themselves and every prefix whose items are all excluded is pruned before it can
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,6 +179,7 @@ def constrained_beam_search(
     level_offsets: Sequence[int] | None = None,
     chunk_users: int | None = 32,
     num_threads: int | None = None,
+    on_encoded: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> BeamSearchResult:
     """Top-k catalog items per user by trie-constrained beam search.
 
@@ -203,6 +204,9 @@ def constrained_beam_search(
             cropped to its own longest input, so short histories do not pay for the batch's longest
             one (the encoder and cross-attention cost is linear in the padded length). Results do not
             depend on it; None = one chunk.
+        on_encoded: called once per chunk as ``on_encoded(users, encoder_states, attention_mask)`` with the
+            chunk's rows of the batch ``(b,)``, its encoder output ``(b, S, D)`` and mask ``(b, S)``, so a
+            caller can reuse the encoding (e.g. a dense head's user state) instead of encoding twice.
         num_threads: torch CPU threads for this call (restored afterwards); None = leave as is. On an
             oversubscribed CPU (more busy threads than cores) use 1: the search runs hundreds of small
             ops per chunk and each multi-threaded op can wait a scheduler slice for its second thread
@@ -254,6 +258,7 @@ def constrained_beam_search(
                 k=k,
                 exclusions=exclusions,
                 users=users,
+                on_encoded=on_encoded,
             )
             items[users], scores[users], codes[users] = chunk
     finally:
@@ -275,6 +280,7 @@ def _search(
     k: int,
     exclusions: UserExclusions | None,
     users: torch.Tensor,
+    on_encoded: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Beam search for one chunk of users; returns items/scores ``(b, k)`` and codes ``(b, k, L)``."""
     batch, levels = input_ids.shape[0], trie.num_levels
@@ -285,6 +291,8 @@ def _search(
     encoder_states = model.get_encoder()(
         input_ids=input_ids, attention_mask=attention_mask
     ).last_hidden_state  # (b, S, D)
+    if on_encoded is not None:
+        on_encoded(users, encoder_states, attention_mask)
     decoder = T5IncrementalDecoder(
         model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
     )

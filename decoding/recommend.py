@@ -87,14 +87,20 @@ def beam_candidates(
         users = None if user_ids is None else list(user_ids[start : start + len(batch)])
         input_ids, mask = model.history_inputs(batch, item_codes=item_codes, user_ids=users)  # (B, S)
         input_ids, mask = input_ids.to(device), mask.to(device)
+        user_states = torch.empty(len(batch), model.config.d_model, device=device) if dense else None  # (B, D)
+
+        def keep_user_states(rows, states, chunk_mask, out=user_states):  # the dense head's user state, encoded once
+            out[rows.to(device)] = model.last_state(states, chunk_mask)
+
         result = constrained_beam_search(
             model, trie, input_ids, mask, beam_size=beam_size, k=beam_size,
             exclude=batch if exclude_history else None, num_threads=num_threads,
+            on_encoded=keep_user_states if dense else None,
         )
         items.append(result.items)
         scores.append(result.scores)
         if dense:
-            dense_scores.append(model.dense_scores(input_ids, mask, result.items.to(device)).float().cpu())
+            dense_scores.append(model.dense_logits(user_states, result.items.to(device)).float().cpu())
     if not items:
         empty = torch.zeros(0, beam_size)
         return Candidates(empty.long(), empty, empty if dense else None)
