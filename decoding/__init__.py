@@ -2,11 +2,13 @@
 
 from sidrec.decoding.beam import BeamSearchResult, UserExclusions, constrained_beam_search
 from sidrec.decoding.hf_oracle import hf_constrained_generate, topk_mismatches, trie_prefix_allowed_tokens_fn
+from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.recommend import (
     Candidates,
     beam_candidates,
     default_beam_size,
     has_dense_head,
+    popularity_prior,
     recommend_topk,
 )
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
@@ -16,6 +18,7 @@ from sidrec.decoding.trie import CatalogTrie
 __all__ = [
     "BeamSearchResult",
     "Candidates",
+    "CodePrior",
     "CatalogTrie",
     "T5IncrementalDecoder",
     "UserExclusions",
@@ -25,6 +28,7 @@ __all__ = [
     "has_dense_head",
     "hf_constrained_generate",
     "hybrid_rank",
+    "popularity_prior",
     "recommend_topk",
     "reserve_cold",
     "topk_mismatches",

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.t5_step import T5IncrementalDecoder
 from sidrec.decoding.trie import CatalogTrie
 
@@ -180,6 +181,8 @@ def constrained_beam_search(
     chunk_users: int | None = 32,
     num_threads: int | None = None,
     on_encoded: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    prior: CodePrior | None = None,
+    prior_weight: float = 0.0,
 ) -> BeamSearchResult:
     """Top-k catalog items per user by trie-constrained beam search.
 
@@ -207,6 +210,10 @@ def constrained_beam_search(
         on_encoded: called once per chunk as ``on_encoded(users, encoder_states, attention_mask)`` with the
             chunk's rows of the batch ``(b,)``, its encoder output ``(b, S, D)`` and mask ``(b, S)``, so a
             caller can reuse the encoding (e.g. a dense head's user state) instead of encoding twice.
+        prior: the catalog's popularity prior (``CodePrior`` of this trie); with ``prior_weight`` > 0 every
+            level's log-probabilities lose ``prior_weight * log p_pop(code | prefix)`` before the beam picks
+            (a popularity-corrected search that lets rare items through), and the returned scores are those
+            corrected sums. ``prior_weight`` 0 (the default) is the plain search, equal to HF ``generate``.
         num_threads: torch CPU threads for this call (restored afterwards); None = leave as is. On an
             oversubscribed CPU (more busy threads than cores) use 1: the search runs hundreds of small
             ops per chunk and each multi-threaded op can wait a scheduler slice for its second thread
@@ -226,6 +233,12 @@ def constrained_beam_search(
         raise ValueError(f"chunk_users must be >= 1 or None, got {chunk_users}")
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
+    if prior_weight < 0 or (prior_weight and prior is None) or (prior is not None and prior.trie is not trie):
+        raise ValueError(f"prior_weight must be >= 0 and needs the CodePrior of this trie (prior_weight="
+                         f"{prior_weight}, prior {'given' if prior is not None else 'missing'})")
+    if prior_weight and prior.built_for != (trie.num_items, trie.num_active):
+        raise ValueError("the CodePrior was built before items were added to or removed from the trie; build a "
+                         "new one (CodePrior(trie=trie, item_counts=...))")
     offsets = _resolve_level_offsets(model, trie, level_offsets)
     batch, levels = input_ids.shape[0], trie.num_levels
     exclusions = UserExclusions(trie=trie, exclude=exclude, batch_size=batch) if exclude is not None else None
@@ -259,6 +272,8 @@ def constrained_beam_search(
                 exclusions=exclusions,
                 users=users,
                 on_encoded=on_encoded,
+                prior=prior if prior_weight else None,
+                prior_weight=prior_weight,
             )
             items[users], scores[users], codes[users] = chunk
     finally:
@@ -281,6 +296,8 @@ def _search(
     exclusions: UserExclusions | None,
     users: torch.Tensor,
     on_encoded: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    prior: CodePrior | None = None,
+    prior_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Beam search for one chunk of users; returns items/scores ``(b, k)`` and codes ``(b, k, L)``."""
     batch, levels = input_ids.shape[0], trie.num_levels
@@ -308,6 +325,8 @@ def _search(
         hidden = decoder.step(tokens)  # (b*K, D)
         logits = hidden @ weight[offsets[t] : offsets[t] + size].T  # (b*K, C_t)
         logp = torch.log_softmax(logits.float(), dim=-1).cpu().view(batch, beams, size)
+        if prior is not None:  # popularity-corrected: how much more likely the user makes each code
+            logp = logp - prior_weight * prior.log_prior(t, nodes.clamp(min=0).view(-1)).view(batch, beams, size)
         counts = trie.counts(t, nodes.clamp(min=0).view(-1)).view(batch, beams, size)  # (b, K, C_t)
         if excluded is not None:
             counts = excluded.subtract(t, nodes, counts)

@@ -3,7 +3,8 @@ validation, ``sidrec evaluate`` and ``sidrec.Recommender``.
 
 1. ``model.history_inputs(histories, item_codes=, user_ids=)`` builds the family's encoder inputs (level
    tokens for ``tiger``, item tokens for ``item``);
-2. ``constrained_beam_search`` proposes ``beam_size`` catalog items per user (retrieval);
+2. ``constrained_beam_search`` proposes ``beam_size`` catalog items per user (retrieval), optionally
+   corrected for popularity (``prior_weight``, chosen on VALID: rare items get through);
 3. a generator with a dense head scores those candidates (``model.dense_scores``) and ``hybrid_rank``
    orders them by ``logp + weight * dense`` (``weight`` defaults to the one chosen on VALID and stored
    in the checkpoint's config; 0 = generation only);
@@ -20,11 +21,12 @@ import torch
 from torch import nn
 
 from sidrec.decoding.beam import constrained_beam_search
+from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["DEFAULT_BEAM_SIZE", "Candidates", "beam_candidates", "default_beam_size", "has_dense_head",
-           "recommend_topk"]
+           "popularity_prior", "recommend_topk"]
 
 DEFAULT_BEAM_SIZE = 20  # TIGER's beam; a checkpoint trained with another one records it
 
@@ -32,6 +34,15 @@ DEFAULT_BEAM_SIZE = 20  # TIGER's beam; a checkpoint trained with another one re
 def has_dense_head(model: nn.Module) -> bool:
     """Whether the generator scores items densely too (the ``item`` family with ``dense_head``)."""
     return bool(getattr(model.config, "dense_head", False))
+
+
+def popularity_prior(model: nn.Module, trie: CatalogTrie) -> CodePrior:
+    """The catalog's popularity prior from the generator's own training counts (``model.item_counts``)."""
+    counts = getattr(model, "item_counts", None)
+    if counts is None:
+        raise ValueError(f"a popularity-corrected search needs training counts; the {model.family!r} family does "
+                         "not carry them (use prior_weight 0)")
+    return CodePrior(trie=trie, item_counts=counts)
 
 
 def default_beam_size(model: nn.Module) -> int:
@@ -62,7 +73,8 @@ class Candidates:
 def beam_candidates(
     model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, beam_size: int,
     item_codes: np.ndarray | None = None, user_ids: Sequence[str] | None = None, exclude_history: bool = False,
-    batch_size: int = 256, num_threads: int | None = None, with_dense: bool = True,
+    batch_size: int = 256, num_threads: int | None = None, with_dense: bool = True, prior_weight: float = 0.0,
+    prior: CodePrior | None = None,
 ) -> Candidates:
     """``beam_size`` candidates per history (with dense scores when the model has a dense head).
 
@@ -78,7 +90,11 @@ def beam_candidates(
         num_threads: torch CPU threads during the search (None = as is).
         with_dense: score the candidates with the dense head when the model has one (False: generation
             only, ``dense`` is None).
+        prior_weight: popularity correction of the search (``CodePrior``; 0 = off); ``prior`` defaults to
+            the one built from the model's training counts (``popularity_prior``).
     """
+    if prior_weight and prior is None:
+        prior = popularity_prior(model, trie)
     device = next(model.parameters()).device
     dense = with_dense and has_dense_head(model)
     items, scores, dense_scores = [], [], []
@@ -95,7 +111,7 @@ def beam_candidates(
         result = constrained_beam_search(
             model, trie, input_ids, mask, beam_size=beam_size, k=beam_size,
             exclude=batch if exclude_history else None, num_threads=num_threads,
-            on_encoded=keep_user_states if dense else None,
+            on_encoded=keep_user_states if dense else None, prior=prior, prior_weight=prior_weight,
         )
         items.append(result.items)
         scores.append(result.scores)
@@ -110,21 +126,25 @@ def beam_candidates(
 def recommend_topk(
     model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, k: int,
     beam_size: int | None = None, weight: float | None = None, cold: np.ndarray | None = None,
-    cold_share: float = 0.0, **kwargs,
+    cold_share: float = 0.0, prior_weight: float | None = None, **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items ``(U, k)`` and their scores, best first (``-1`` / ``-inf`` where fewer exist).
 
     ``beam_size``: None = the checkpoint's (``default_beam_size``); raised to ``k`` if smaller.
     ``weight``: dense weight of the hybrid ranking; None = the model's ``hybrid_weight`` (0 without a dense
-    head). ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for ``cold`` items (``bool
-    (N,)``) from the same candidates (``reserve_cold``; 0 = off). Other keyword arguments go to
-    ``beam_candidates``.
+    head). ``prior_weight``: popularity correction of the search; None = the model's ``prior_weight`` (chosen
+    on VALID; 0 when absent). ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for
+    ``cold`` items (``bool (N,)``) from the same candidates (``reserve_cold``; 0 = off). Other keyword
+    arguments go to ``beam_candidates``.
     """
     if beam_size is None:
         beam_size = default_beam_size(model)
+    if prior_weight is None:
+        prior_weight = float(getattr(model.config, "prior_weight", 0.0))
     if weight is None:
         weight = float(getattr(model.config, "hybrid_weight", 0.0)) if has_dense_head(model) else 0.0
-    candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0, **kwargs)
+    candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0,
+                                 prior_weight=prior_weight, **kwargs)
     if cold_share > 0:
         if cold is None:
             raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")

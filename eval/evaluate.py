@@ -127,7 +127,8 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
     """The generator's scorers, or ``([], reason)`` when the run has no trained generator/tokenizer.
 
     The first scorer is the generator as tuned on VALID; for a generator with a dense head the ablation
-    follows: generation only (the beam's order) and the dense head alone over the whole catalog; then one
+    follows: generation only (the plain beam's order), the hybrid without the beam's popularity correction
+    (when it uses one) and the dense head alone over the whole catalog; then one
     row per ``cold_shares`` value (TIGER's epsilon: that share of each list reserved for cold items).
     """
     missing = [p for p in ("generator/model.safetensors", "tokenizer/config.json") if not (run / p).is_file()]
@@ -139,7 +140,10 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
     main = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
                                     dataset_fingerprint=dataset.fingerprint(), beam_size=beam_size,
                                     batch_size=batch_size, exclude_history=exclude_history, device=_device())
-    variants = [main.variant(mode) for mode in ("generation", "dense")] if has_dense_head(main.model) else []
+    modes = ["generation", "dense"] if has_dense_head(main.model) else []
+    if getattr(main.model.config, "prior_weight", 0.0):
+        modes.insert(1, "uncorrected")
+    variants = [main.variant(mode) for mode in modes]
     if cold_shares and not main.cold.any():
         logger.info("--cold-share: the tokenizer assigned no items after its fit (no cold-start split); skipped")
     elif cold_shares:

@@ -4,7 +4,10 @@ Works with every generator family (``sidrec.seqmodel.load_generator``). ``mode``
 
 - ``default``: what the checkpoint was tuned for on VALID: the hybrid ranking for a generator with a
   dense head (beam candidates by ``logp + hybrid_weight * dense``), the beam's own order otherwise;
-- ``generation``: the beam's order (pure generation, whatever the family);
+- ``generation``: the plain beam's order (pure generation, whatever the family: no popularity
+  correction, no dense score);
+- ``uncorrected``: the hybrid ranking of a beam without the popularity correction (what the correction
+  adds, for a checkpoint that uses one);
 - ``dense``: the dense head alone over the whole catalog (an ablation: no beam, no trie).
 
 ``cold_share`` (TIGER's epsilon) reserves up to that share of each list for cold-start items (the
@@ -23,7 +26,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-MODES = ("default", "generation", "dense")
+MODES = ("default", "generation", "uncorrected", "dense")
 
 
 class GeneratorScorer:
@@ -110,11 +113,16 @@ class GeneratorScorer:
             if user_index is None:
                 raise ValueError("this generator uses user tokens; pass user_index to recommend()")
             uids = [self.user_ids[u] for u in user_index]
+        weight, prior_weight = None, None  # the checkpoint's own (chosen on VALID)
+        if self.mode == "generation":
+            weight, prior_weight = 0.0, 0.0
+        elif self.mode == "uncorrected":
+            config = self.model.config
+            weight, prior_weight = float(getattr(config, "hybrid_weight_plain", config.hybrid_weight)), 0.0
         items, _ = recommend_topk(
-            self.model, self.trie, histories, k=k, beam_size=self.beam_size,
-            weight=0.0 if self.mode == "generation" else None, item_codes=self.codes, user_ids=uids,
-            exclude_history=self.exclude_history, batch_size=self.batch_size, cold=self.cold,
-            cold_share=self.cold_share,
+            self.model, self.trie, histories, k=k, beam_size=self.beam_size, weight=weight,
+            prior_weight=prior_weight, item_codes=self.codes, user_ids=uids, exclude_history=self.exclude_history,
+            batch_size=self.batch_size, cold=self.cold, cold_share=self.cold_share,
         )
         return items.numpy().astype(np.int64)
 
@@ -144,4 +152,6 @@ def _name(mode: str, cold_share: float) -> str:
     """The row label in reports: ``generator``, ``generator (dense only)``, ``generator (cold share 0.1)``."""
     if cold_share:
         return f"generator (cold share {cold_share:g})" if mode == "default" else f"generator ({mode}, cold share {cold_share:g})"
+    if mode == "uncorrected":
+        return "generator (no popularity correction)"
     return "generator" if mode == "default" else f"generator ({mode} only)"

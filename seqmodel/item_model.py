@@ -81,6 +81,7 @@ def build_item_config(
     config.dense_loss_weight = float(dense_loss_weight)
     config.distill_weight = float(distill_weight)
     config.hybrid_weight = float(hybrid_weight)
+    config.prior_weight = 0.0  # popularity correction of the beam search, chosen on VALID after training
     return config
 
 
@@ -161,14 +162,18 @@ class ItemLevelGenerator(SemanticIdGenerator):
                 embedder.id_embedding.weight.normal_(0.0, std)
                 embedder.id_embedding.weight[0].zero_()
         self.dense_scale = nn.Parameter(torch.tensor(float(parts) ** -0.5))
+        # training interactions per item (row i = item i): the popularity prior of a corrected search
+        self.register_buffer("item_counts", torch.zeros(n, dtype=torch.float32))
 
     @classmethod
     def build(
         cls, config: T5Config, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray,
+        item_counts: np.ndarray | None = None,
     ) -> ItemLevelGenerator:
-        """A new model whose item table is ``item_codes (N, L)``, ``text (N, Dt)`` and ``id_rows (N,)``."""
+        """A new model whose item table is ``item_codes (N, L)``, ``text (N, Dt)``, ``id_rows (N,)`` and the
+        training interaction counts ``item_counts (N,)`` (zeros when not given)."""
         model = cls(config)
-        model.set_item_table(item_codes=item_codes, text=text, id_rows=id_rows)
+        model.set_item_table(item_codes=item_codes, text=text, id_rows=id_rows, item_counts=item_counts)
         return model
 
     # ------------------------------------------------------------------ item table
@@ -186,7 +191,8 @@ class ItemLevelGenerator(SemanticIdGenerator):
         return self.vocab.tokens_to_codes(self.embedder.item_tokens[1:])
 
     @torch.no_grad()
-    def set_item_table(self, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray) -> None:
+    def set_item_table(self, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray,
+                       item_counts: np.ndarray | None = None) -> None:
         """Fill the item table (sizes must match the config)."""
         tokens = torch.from_numpy(self.vocab.codes_to_tokens(item_codes))  # (N, L)
         emb = self.embedder
@@ -196,6 +202,10 @@ class ItemLevelGenerator(SemanticIdGenerator):
             raise ValueError(f"id_rows go up to {int(np.max(id_rows))} but the config has {self.config.num_id_rows}")
         emb.item_tokens[1:] = tokens
         emb.id_rows[1:] = torch.as_tensor(np.asarray(id_rows), dtype=torch.long)
+        if item_counts is not None:
+            if len(item_counts) != self.num_items:
+                raise ValueError(f"item_counts has {len(item_counts)} rows for {self.num_items} items")
+            self.item_counts.copy_(torch.as_tensor(np.asarray(item_counts), dtype=torch.float32))
         if emb.text is not None:
             if text is None or tuple(text.shape) != (self.num_items, emb.text.shape[1]):
                 raise ValueError(f"text must be ({self.num_items}, {emb.text.shape[1]}), got "
@@ -207,6 +217,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
         """Append cold-start items: their vectors come from their codes and text (they have no ID)."""
         tokens = torch.from_numpy(self.vocab.codes_to_tokens(item_codes))  # (M, L)
         self.embedder.add_items(tokens, None if text is None else torch.as_tensor(np.asarray(text)))
+        self.item_counts = torch.cat([self.item_counts, self.item_counts.new_zeros(tokens.shape[0])])  # never seen
         self.config.num_items = self.num_items
 
     def set_training_catalog(self, available: np.ndarray) -> None:

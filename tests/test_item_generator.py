@@ -266,3 +266,47 @@ def test_reserve_cold_changes_at_most_ceil_eps_k_slots_each_to_a_cold_item():
             assert kept == [i for i in base[u].tolist() if i in set(kept)]  # survivors keep their order
     with pytest.raises(ValueError, match="epsilon"):
         reserve_cold(items, scores, cold, epsilon=1.5, k=10)
+
+
+def test_code_prior_is_the_popularity_share_under_each_prefix():
+    from sidrec.decoding import CodePrior
+
+    codes = random_catalog(N_ITEMS, seed=11)
+    trie = CatalogTrie(codes=codes, level_sizes=SIZES)
+    counts = np.random.default_rng(0).integers(0, 50, N_ITEMS)
+    trie.remove_items([3])  # a removed item carries no popularity
+    prior = CodePrior(trie=trie, item_counts=counts, smoothing=1.0)
+    mass = (counts + 1.0) * trie.active
+    paths = trie.paths(codes)
+    for level in range(len(SIZES)):
+        nodes = torch.from_numpy(np.unique(paths[:, level]))
+        got = prior.log_prior(level, nodes).numpy()
+        for row, node in enumerate(nodes.tolist()):
+            under = paths[:, level] == node
+            for code in range(SIZES[level]):
+                below = mass[under & (codes[:, level] == code)].sum()
+                want = np.log(below / mass[under].sum()) if below > 0 else -np.inf
+                assert np.isclose(got[row, code], want, atol=1e-5) or (np.isinf(want) and np.isinf(got[row, code]))
+
+
+def test_popularity_correction_lets_rare_items_into_the_beam():
+    """Weight 0 is the plain search; a positive weight moves the beam towards items the prior disfavours."""
+    from sidrec.decoding import CodePrior
+
+    model = tiny_item_generator(12)
+    trie = CatalogTrie(codes=model.item_codes, level_sizes=SIZES)
+    counts = np.where(np.arange(N_ITEMS) % 2 == 0, 200, 0)  # even items popular, odd ones never seen
+    model.item_counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
+    prior = CodePrior(trie=trie, item_counts=counts)
+    ids, mask = model.history_inputs([[1, 2, 3], [4, 5], [7, 8, 9, 10]])
+    plain = constrained_beam_search(model, trie, ids, mask, beam_size=6, k=6)
+    zero = constrained_beam_search(model, trie, ids, mask, beam_size=6, k=6, prior=prior, prior_weight=0.0)
+    assert torch.equal(plain.items, zero.items)
+    rare = constrained_beam_search(model, trie, ids, mask, beam_size=6, k=6, prior=prior, prior_weight=1.0)
+    assert_valid(rare, trie)
+    odd = lambda r: int((r.items % 2 == 1).sum())  # noqa: E731
+    assert odd(rare) > odd(plain)
+    used = {tuple(c) for c in model.item_codes.tolist()}
+    trie.add_items(np.array([next(c for c in random_catalog(60, seed=5).tolist() if tuple(c) not in used)]))
+    with pytest.raises(ValueError, match="before items were added"):
+        constrained_beam_search(model, trie, ids, mask, beam_size=6, k=6, prior=prior, prior_weight=1.0)

@@ -110,7 +110,7 @@ def test_item_family_trains_and_keeps_the_weight_chosen_on_valid(gen_run, tmp_pa
 
     run = _fresh(gen_run, tmp_path, "item")
     assert main(["--run", str(run), *TINY, *ITEM, "--max-steps", "30", "--eval-every", "15", "--save-every", "0",
-                 "--log-every", "10", "--dropout", "0.0", "--lr", "0.01"]) == 0
+                 "--log-every", "10", "--dropout", "0.0", "--lr", "0.01", "--prior-weights", "0,0.5"]) == 0
     log = json.loads((run / "generator" / "training.json").read_text())
     assert log["steps"] == 30 and [h["step"] for h in log["history"]] == [15, 30]
     for entry in log["history"]:  # every validation ranks with each weight and measures the dense head alone
@@ -118,8 +118,14 @@ def test_item_family_trains_and_keeps_the_weight_chosen_on_valid(gen_run, tmp_pa
         assert entry["ndcg@10"] == max(m["ndcg@10"] for m in entry["by_weight"].values())
     model = load_generator(run / "generator")
     assert isinstance(model, ItemLevelGenerator) and model.max_items == 5 and not model.reads_text
+    # after training the kept model was validated with each popularity correction; the best pair is stored
+    sweep = {row["prior_weight"]: row for row in log["prior_sweep"]}
+    assert set(sweep) == {0.0, 0.5} and all(0 <= row["tail_recall@10"] <= 1 for row in sweep.values())
+    kept = max(log["prior_sweep"], key=lambda row: row["ndcg@10"])
+    assert (model.config.prior_weight, model.config.hybrid_weight) == (kept["prior_weight"], kept["hybrid_weight"])
+    assert (log["prior_weight"], log["hybrid_weight"]) == (kept["prior_weight"], kept["hybrid_weight"])
     best = next(h for h in log["history"] if h["step"] == log["best_step"])
-    assert model.config.hybrid_weight == best["hybrid_weight"] == log["hybrid_weight"]
+    assert sweep[0.0]["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-5)  # weight 0 = the kept validation
     curve = [loss for _, loss in log["loss_curve"]]
     assert curve[-1] < curve[0] - 0.1, curve  # generation + dense loss falls on real sequences
 

@@ -99,7 +99,10 @@ class GeneratorTrainConfig:
     distill_weight (the decoder also learns the dense head's distribution over each level's codes given
     the true prefix: self-distillation, a soft target per level),
     hybrid_weights (dense weights tried at each validation to rank the beam's candidates by
-    logp + w * dense; the best is stored with the model; 0 = generation only), valid_dense (also measure
+    logp + w * dense; the best is stored with the model; 0 = generation only), prior_weights (after
+    training, the best checkpoint is validated again with each popularity correction of the beam search,
+    ``CodePrior``: 0 = plain, 1 = prior removed; the best (prior, hybrid) pair on VALID NDCG@10 is stored;
+    [0] = skip), valid_dense (also measure
     the dense head alone over the whole catalog at each validation: an ablation, U x N dot products).
     Optimisation: AdamW(lr, weight_decay), LR warm-up for warmup_steps then inverse square root
     (lr * min(s / w, sqrt(w / s))), batch_size examples (tiger: prefixes; item: user windows) per
@@ -133,6 +136,7 @@ class GeneratorTrainConfig:
     dense_weight: float = 1.0
     distill_weight: float = 0.0
     hybrid_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
+    prior_weights: list[float] = field(default_factory=lambda: [0.0])
     valid_dense: bool = True
     lr: float = 0.01
     weight_decay: float = 0.0
@@ -164,7 +168,7 @@ class GeneratorTrainConfig:
         "dropout": Range(0, 1, hi_open=True), "feed_forward_proj": Choice(provider=t5_activations),
         "max_items": Range(1), "user_buckets": Range(0), "id_min_count": Range(0),
         "id_dropout": Range(0, 1, hi_open=True), "dense_weight": Range(0), "distill_weight": Range(0),
-        "hybrid_weights": Range(0), "lr": Range(0, lo_open=True), "weight_decay": Range(0), "warmup_steps": Range(0),
+        "hybrid_weights": Range(0), "prior_weights": Range(0, 1), "lr": Range(0, lo_open=True), "weight_decay": Range(0), "warmup_steps": Range(0),
         "batch_size": Range(1), "grad_accum": Range(1), "max_grad_norm": Range(0),
         "mixed_precision": Choice(("no", "bf16", "fp16")), "max_steps": Range(0), "epochs": Range(0),
         "max_minutes": Range(0), "eval_every": Range(0), "eval_at_minutes": Range(0), "valid_max_users": Range(0),
@@ -256,17 +260,21 @@ def _dense_topk(model, histories: Sequence[Sequence[int]], k: int) -> torch.Tens
     return scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu()
 
 
-def _validate(accelerator, model, *, trie, item_codes, split, user_ids, cfg) -> dict[str, Any]:
+def _validate(accelerator, model, *, trie, item_codes, split, user_ids, cfg, prior_weight: float = 0.0,
+              tail: np.ndarray | None = None, dense_alone: bool = True) -> dict[str, Any]:
     """Valid metrics over all processes: users sharded by an unshuffled prepared loader, gathered back.
 
     With a dense head the beam's candidates are ranked with every ``cfg.hybrid_weights`` weight; the
     returned top-level metrics are those of the best weight (``hybrid_weight``), with ``by_weight`` and,
-    when ``cfg.valid_dense``, ``dense`` (the dense head alone over the whole catalog) for the curves.
+    when ``cfg.valid_dense`` and ``dense_alone``, ``dense`` (the dense head alone over the whole catalog).
+    ``prior_weight`` corrects the search for popularity (``CodePrior``); ``tail`` (``bool (U,)``) adds the
+    Recall@10 of those users (``tail_recall@10``).
     """
-    from sidrec.decoding import Candidates, beam_candidates
+    from sidrec.decoding import Candidates, beam_candidates, popularity_prior
     from sidrec.eval.metrics import ranking_metrics
 
     users = np.arange(len(split))
+    local_tail = torch.from_numpy(tail if tail is not None else np.zeros(len(split), dtype=bool))
     loader = accelerator.prepare_data_loader(
         DataLoader(users, batch_size=cfg.eval_batch_size, shuffle=False), device_placement=False
     )
@@ -275,19 +283,22 @@ def _validate(accelerator, model, *, trie, item_codes, split, user_ids, cfg) -> 
     unwrapped.eval()
     dense = cfg.uses_dense_head()
     use_users = unwrapped.vocab.num_user_buckets > 0
-    parts: dict[str, list[np.ndarray]] = {"items": [], "scores": [], "dense": [], "dense_top": [], "targets": []}
+    prior = popularity_prior(unwrapped, trie) if prior_weight else None
+    parts: dict[str, list[np.ndarray]] = {"items": [], "scores": [], "dense": [], "dense_top": [], "targets": [],
+                                          "tail": []}
     for batch in loader:
         idx = batch.cpu().numpy()
         histories = [split.histories[i] for i in idx]
         cands = beam_candidates(
             unwrapped, trie, histories, beam_size=cfg.beam_size, item_codes=item_codes,
             user_ids=[user_ids[split.user_index[i]] for i in idx] if use_users else None,
-            batch_size=cfg.eval_batch_size,
+            batch_size=cfg.eval_batch_size, prior_weight=prior_weight, prior=prior,
         )
-        local = {"items": cands.items, "scores": cands.scores, "targets": torch.from_numpy(split.targets[idx])}
+        local = {"items": cands.items, "scores": cands.scores, "targets": torch.from_numpy(split.targets[idx]),
+                 "tail": local_tail[idx]}
         if dense:
             local["dense"] = cands.dense
-            if cfg.valid_dense:
+            if cfg.valid_dense and dense_alone:
                 local["dense_top"] = _dense_topk(unwrapped, histories, 10)
         # gathered per batch, while the loader is active, so gather_for_metrics drops the padding users
         gathered = accelerator.gather_for_metrics({k: v.to(accelerator.device) for k, v in local.items()})
@@ -303,6 +314,12 @@ def _validate(accelerator, model, *, trie, item_codes, split, user_ids, cfg) -> 
         by_weight[weight] = ranking_metrics(top.numpy(), targets, ks=(1, 5, 10))
     best = max(by_weight, key=lambda w: by_weight[w]["ndcg@10"])  # ties: the first (smallest) weight
     metrics: dict[str, Any] = {**by_weight[best], "users": int(len(targets))}
+    if tail is not None:
+        top, _ = candidates.rank(weight=best, k=10)
+        hits = (top.numpy() == targets[:, None]).any(1)
+        in_tail = cat["tail"].numpy().astype(bool)
+        metrics["tail_recall@10"] = float(hits[in_tail].mean()) if in_tail.any() else float("nan")
+        metrics["tail_users"] = int(in_tail.sum())
     if dense:
         metrics["hybrid_weight"] = float(best)
         metrics["by_weight"] = {str(w): {k: round(m[k], 5) for k in ("recall@10", "ndcg@10")} for w, m in by_weight.items()}
@@ -310,6 +327,41 @@ def _validate(accelerator, model, *, trie, item_codes, split, user_ids, cfg) -> 
             m = ranking_metrics(cat["dense_top"].numpy(), targets, ks=(1, 5, 10))
             metrics["dense"] = {k: round(m[k], 5) for k in ("recall@10", "ndcg@10")}
     return metrics
+
+
+def _calibrate_prior(accelerator, *, run: Path, trie, item_codes, split, user_ids, cfg,
+                     train_counts: np.ndarray) -> dict[str, Any]:
+    """Validate the kept model again with each ``cfg.prior_weights`` popularity correction; store the best.
+
+    The (prior weight, hybrid weight) pair with the best VALID NDCG@10 goes into the checkpoint's config;
+    every row of the sweep (with the Recall@10 of users whose target has 1-9 training interactions, the
+    long tail the correction is for) is returned for ``training.json``.
+    """
+    from sidrec.seqmodel import load_generator
+
+    accelerator.wait_for_everyone()
+    model = load_generator(run / MODEL_DIR).to(accelerator.device)
+    counts = train_counts[split.targets]
+    tail = (counts >= 1) & (counts <= 9)
+    sweep = []
+    for weight in sorted(set(cfg.prior_weights)):
+        m = _validate(accelerator, model, trie=trie, item_codes=item_codes, split=split, user_ids=user_ids,
+                      cfg=cfg, prior_weight=weight, tail=tail, dense_alone=False)
+        sweep.append({"prior_weight": weight, "hybrid_weight": m.get("hybrid_weight", 0.0),
+                      **{k: round(m[k], 5) for k in ("recall@10", "ndcg@10", "tail_recall@10")}})
+        logger.info("popularity correction %.2f: valid recall@10 %.4f ndcg@10 %.4f, tail (1-9 interactions, %d "
+                    "users) recall@10 %.4f (hybrid weight %g)", weight, m["recall@10"], m["ndcg@10"],
+                    m["tail_users"], m["tail_recall@10"], m.get("hybrid_weight", 0.0))
+    best = max(sweep, key=lambda row: row["ndcg@10"])  # ties: the smallest correction
+    if accelerator.is_main_process and best["prior_weight"] > 0:
+        model.config.prior_weight = best["prior_weight"]
+        model.config.hybrid_weight_plain = model.config.hybrid_weight  # the weight without a correction
+        model.config.hybrid_weight = best["hybrid_weight"]
+        model.save_pretrained(run / MODEL_DIR)
+    accelerator.wait_for_everyone()
+    logger.info("kept popularity correction %.2f with hybrid weight %g (valid ndcg@10 %.4f)", best["prior_weight"],
+                best["hybrid_weight"], best["ndcg@10"])
+    return {"sweep": sweep, "prior_weight": best["prior_weight"], "hybrid_weight": best["hybrid_weight"]}
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -582,6 +634,10 @@ def train_generator(
     if not progress.history or progress.history[-1]["step"] != progress.step or progress.best_step < 0:
         validate_and_keep()  # the final model is always validated, and the model folder always holds one
     progress.train_seconds += time.perf_counter() - tick
+    calibration = None
+    if any(w > 0 for w in cfg.prior_weights) and cfg.family == "item":
+        calibration = _calibrate_prior(accelerator, run=run, trie=trie, item_codes=item_codes, split=split,
+                                       user_ids=dataset.user_ids, cfg=cfg, train_counts=dataset.train_item_counts())
     digests = _rank_weight_digests(accelerator, model)
     if len(set(digests)) != 1:
         logger.warning("ranks ended with different weights (digests %s)", digests)
@@ -593,6 +649,9 @@ def train_generator(
     best_entry = next((h for h in progress.history if h["step"] == progress.best_step), None)
     if best_entry is not None and "hybrid_weight" in best_entry:
         log["hybrid_weight"] = best_entry["hybrid_weight"]
+    if calibration is not None:
+        log["prior_sweep"] = calibration["sweep"]
+        log["prior_weight"], log["hybrid_weight"] = calibration["prior_weight"], calibration["hybrid_weight"]
     if accelerator.is_main_process:
         atomic_write_json(run / MODEL_DIR / LOG_FILE, log)
         logger.info("best valid ndcg@10 %.4f at step %d -> %s", progress.best_ndcg, progress.best_step, run / MODEL_DIR)

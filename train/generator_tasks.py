@@ -215,7 +215,8 @@ class ItemTask:
 
         cfg = self.ctx.cfg
         text = self._text()
-        id_rows = item_id_rows(self.ctx.dataset.train_item_counts(), cfg.id_min_count)
+        counts = self.ctx.dataset.train_item_counts()
+        id_rows = item_id_rows(counts, cfg.id_min_count)
         config = build_item_config(
             vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=0 if text is None else text.shape[1],
             num_id_rows=int(id_rows.max(initial=0)), id_dropout=cfg.id_dropout, dense_head=cfg.dense_head,
@@ -223,7 +224,8 @@ class ItemTask:
         )
         logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
                     config.num_items, "on" if text is not None else "off", config.num_id_rows, cfg.id_min_count)
-        model = ItemLevelGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows)
+        model = ItemLevelGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows,
+                                         item_counts=counts)
         if self.ctx.dataset.num_cold_items:  # held-out items are not in the catalog the dense head trains on
             model.set_training_catalog(~self.ctx.dataset.cold_items)
         return model
