@@ -26,6 +26,7 @@ from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
 from sidrec.train.common import LengthGroupedBatchSampler, finish, make_accelerator
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
+from sidrec.utils.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,17 @@ logger = logging.getLogger(__name__)
 class SasrecTrainConfig:
     """SASRec baseline training settings (preset: ``configs/baselines/sasrec.yaml``).
 
-    Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout.
-    Optimisation: Adam(lr, betas=(0.9, 0.98), weight_decay), batch_size sequences per step.
+    Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout, positions
+    ("from_end": 0 = the most recent item; "from_start": 0 = the oldest, as before; see SasrecModelConfig).
+    Optimisation: Adam(lr, betas=(0.9, adam_beta2), weight_decay), batch_size sequences per step.
+    length_group: 1 = plain shuffled batches; G > 1 sorts each run of batch_size * G shuffled windows
+    by length before cutting batches (less padding, so faster epochs, but batches of alike users:
+    on Beauty valid NDCG@10 at epoch 16 fell from 0.0432 to 0.0380 with G = 50).
     epochs: upper bound; patience: epochs without a valid NDCG@10 gain before stopping.
     max_steps: stop after this many optimiser steps (0 = no limit; for smoke tests).
     valid_max_users: evaluate on a fixed random N valid users (0 = all).
-    num_threads: torch CPU threads (0 = torch's default; 1 is much faster on an oversubscribed CPU).
+    torch_threads: intra-op CPU threads (0 = torch's default; 1 is much faster on a busy shared CPU),
+    named as in the generator and tokenizer configs.
     max_minutes: stop after the first epoch that ends past this wall-clock budget (0 = no limit).
     The best epoch so far is saved whenever valid NDCG@10 improves, so an interrupted run keeps it.
     """
@@ -50,21 +56,26 @@ class SasrecTrainConfig:
     max_len: int = 50
     dropout: float = 0.5
     attn_dropout: float = 0.5
+    positions: str = "from_end"
     lr: float = 1e-3
+    adam_beta2: float = 0.999
     weight_decay: float = 0.0
     batch_size: int = 128
+    length_group: int = 1
     epochs: int = 200
     patience: int = 10
     max_steps: int = 0
     valid_max_users: int = 0
     max_minutes: float = 0.0
     eval_batch_size: int = 1024
-    num_threads: int = 0
+    torch_threads: int = 0
     seed: int = 0
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1:
-            raise ValueError("batch_size, epochs and patience must be >= 1")
+        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1 or self.length_group < 1:
+            raise ValueError("batch_size, epochs, patience and length_group must be >= 1")
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ValueError(f"adam_beta2 must be in [0, 1), got {self.adam_beta2}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attn_dropout < 1.0:
             raise ValueError("dropout and attn_dropout must be in [0, 1)")
 
@@ -72,8 +83,21 @@ class SasrecTrainConfig:
         return SasrecModelConfig(
             num_items=num_items, hidden_size=self.hidden_size, num_blocks=self.num_blocks,
             num_heads=self.num_heads, max_len=self.max_len, dropout=self.dropout,
-            attn_dropout=self.attn_dropout,
+            attn_dropout=self.attn_dropout, positions=self.positions,
         )
+
+
+RENAMED = {"num_threads": "torch_threads"}  # old field -> new field
+
+
+def config_from_cli(config: str, overrides: list[str]) -> SasrecTrainConfig:
+    """The preset ``config`` with ``--field value`` overrides; a renamed field's old name is an error naming the new one."""
+    for arg in overrides:
+        name = arg.lstrip("-").split("=", 1)[0].replace("-", "_")
+        if arg.startswith("--") and name in RENAMED:
+            raise ValueError(f"--{name.replace('_', '-')} ({name}) was renamed; use --{RENAMED[name].replace('_', '-')} "
+                             f"({RENAMED[name]}), as in the generator and tokenizer configs")
+    return config_from_args(SasrecTrainConfig, config, overrides)
 
 
 def training_windows(sequences: list[list[int]], max_len: int) -> list[list[int]]:
@@ -107,18 +131,26 @@ def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConf
 
 
 def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
-    """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log."""
+    """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log.
+
+    Runs with ``cfg.torch_threads`` intra-op threads and restores the previous count afterwards.
+    """
     cfg.validate()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    with torch_threads(cfg.torch_threads):
+        return _train(dataset, cfg, out_dir)
+
+
+def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
     accelerator = make_accelerator(seed=cfg.seed)
     windows = training_windows(dataset.train_sequences(), cfg.max_len)
     if not windows:
         raise ValueError("no training sequence has 2+ items; prepare the dataset with longer sequences")
-    sampler = LengthGroupedBatchSampler(lengths=[len(w) for w in windows], batch_size=cfg.batch_size, seed=cfg.seed)
+    sampler = LengthGroupedBatchSampler(lengths=[len(w) for w in windows], batch_size=cfg.batch_size, seed=cfg.seed,
+                                        group=cfg.length_group)  # group 1 = plain shuffled batches
     loader = DataLoader(windows, batch_sampler=sampler, collate_fn=collate_windows)
     model = SASRec(config=cfg.model_config(dataset.num_items))
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
+                             weight_decay=cfg.weight_decay)
     model, optim, loader = accelerator.prepare(model, optim, loader)
     raw_model: SASRec = accelerator.unwrap_model(model)
     logger.info(
@@ -175,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="baselines/sasrec", help="preset name or YAML path")
     args, rest = parser.parse_known_args(argv)
     configure_logging()
-    cfg = config_from_args(SasrecTrainConfig, args.config, rest)
+    cfg = config_from_cli(args.config, rest)
     dataset = PreparedDataset.load(args.run)
     out = Path(args.run) / "baselines" / "sasrec"
     log = train_sasrec(dataset, cfg, out)
@@ -192,4 +224,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["SasrecTrainConfig", "collate_windows", "main", "train_sasrec", "training_windows"]
+__all__ = ["SasrecTrainConfig", "collate_windows", "config_from_cli", "main", "train_sasrec", "training_windows"]
