@@ -141,21 +141,36 @@ class SASRec(nn.Module):
         """Scores over the catalog: ``(..., D)`` -> ``(..., N)`` (column i = item index i)."""
         return hidden @ self.item_emb.weight[1:].T
 
-    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy at every non-pad position.
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor, *, length_chunks: int = 1) -> torch.Tensor:
+        """Full-softmax cross-entropy at every non-pad position (one mean over the batch's positions).
 
         Args:
             inputs: ``(B, L)`` right-padded tokens (item index + 1).
             labels: ``(B, L)`` next item *index* per position, ``-100`` where there is none.
+            length_chunks: encode the rows in this many groups of similar length, each cut to its
+                longest row, so that padding costs (almost) nothing; the loss is the same function
+                (right padding + causal attention: trailing padding never reaches a real position).
         """
-        hidden = self.encode(inputs)  # (B, L, D)
-        mask = labels >= 0  # (B, L)
-        logits = self.item_logits(hidden[mask])  # (P, N), only real positions
-        return F.cross_entropy(logits, labels[mask])
+        if length_chunks <= 1:
+            mask = labels >= 0  # (B, L)
+            hidden, targets = self.encode(inputs)[mask], labels[mask]  # (P, D), (P,)
+        else:
+            lengths = (inputs != PAD).sum(dim=1)  # (B,)
+            hiddens, target_parts = [], []
+            for rows in torch.argsort(lengths, descending=True).tensor_split(length_chunks):
+                if rows.numel() == 0:
+                    continue
+                width = max(int(lengths[rows].max()), 1)
+                part_labels = labels[rows, :width]  # (b, w)
+                mask = part_labels >= 0  # (b, w)
+                hiddens.append(self.encode(inputs[rows, :width])[mask])  # (p, D)
+                target_parts.append(part_labels[mask])  # (p,)
+            hidden, targets = torch.cat(hiddens), torch.cat(target_parts)  # (P, D), (P,)
+        return F.cross_entropy(self.item_logits(hidden), targets)  # logits (P, N), only real positions
 
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor, *, length_chunks: int = 1) -> torch.Tensor:
         """Training forward = :meth:`loss` (so a DDP wrapper synchronises its gradients)."""
-        return self.loss(inputs, labels)
+        return self.loss(inputs, labels, length_chunks=length_chunks)
 
     @torch.no_grad()
     def score_last(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,22 @@ def test_position_ids_count_from_the_most_recent_item(tmp_path):
     assert SASRec.from_pretrained(tmp_path / "old").config.positions == "from_start"
 
 
+def test_length_chunks_give_the_same_loss_and_gradients():
+    model = _model()  # eval mode: no dropout, so the chunked encoding must match exactly
+    inputs, labels = collate_windows([[1, 2, 3, 4, 5, 6, 7], [6, 7, 8], [9, 10], [11, 12, 13, 14], [3, 4]])
+    grads = []
+    for chunks in (1, 2, 3, 5, 9):  # 9 > rows: empty groups are skipped
+        model.zero_grad()
+        loss = model(inputs, labels, length_chunks=chunks)
+        loss.backward()
+        grads.append((loss.detach(), model.item_emb.weight.grad.clone(), model.pos_emb.weight.grad.clone()))
+    for loss, g_item, g_pos in grads[1:]:
+        torch.testing.assert_close(loss, grads[0][0])
+        torch.testing.assert_close(g_item, grads[0][1])
+        torch.testing.assert_close(g_pos, grads[0][2])
+    assert grads[0][0] > 0 and grads[0][1].abs().sum() > 0
+
+
 def test_loss_decreases_when_overfitting_a_batch():
     model = _model().train()
     inputs, labels = collate_windows([[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11, 12]])

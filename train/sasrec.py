@@ -38,6 +38,9 @@ class SasrecTrainConfig:
     Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout, positions
     ("from_end": 0 = the most recent item; "from_start": 0 = the oldest, as before; see SasrecModelConfig).
     Optimisation: Adam(lr, betas=(0.9, adam_beta2), weight_decay), batch_size sequences per step.
+    length_chunks: encode each batch in this many groups of rows of similar length (same loss; padding
+    mostly skipped: on Beauty, batch 128, one CPU thread, 8 chunks took 175 ms/step vs 238 unchunked at
+    hidden 64 and 184 vs 338 at hidden 128). Use 1 on a GPU, where padding is cheap.
     length_group: 1 = plain shuffled batches; G > 1 sorts each run of batch_size * G shuffled windows
     by length before cutting batches (less padding, so faster epochs, but batches of alike users:
     on Beauty valid NDCG@10 at epoch 16 fell from 0.0432 to 0.0380 with G = 50).
@@ -62,6 +65,7 @@ class SasrecTrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     length_group: int = 1
+    length_chunks: int = 8
     epochs: int = 200
     patience: int = 10
     max_steps: int = 0
@@ -72,8 +76,9 @@ class SasrecTrainConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1 or self.length_group < 1:
-            raise ValueError("batch_size, epochs, patience and length_group must be >= 1")
+        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1 or self.length_group < 1 \
+                or self.length_chunks < 1:
+            raise ValueError("batch_size, epochs, patience, length_group and length_chunks must be >= 1")
         if not 0.0 <= self.adam_beta2 < 1.0:
             raise ValueError(f"adam_beta2 must be in [0, 1), got {self.adam_beta2}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attn_dropout < 1.0:
@@ -165,7 +170,7 @@ def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path
         model.train()
         total, n = 0.0, 0
         for inputs, labels in loader:
-            loss = model(inputs, labels)  # forward = loss, so DDP synchronises gradients
+            loss = model(inputs, labels, length_chunks=cfg.length_chunks)  # forward = loss (DDP syncs gradients)
             optim.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optim.step()
