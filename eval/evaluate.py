@@ -1,6 +1,6 @@
 """``sidrec evaluate``: leave-one-out evaluation of the generator and the baselines on one split.
 
-    sidrec evaluate --run RUN --split test [--baselines popularity,knn,sasrec] [--max-users N]
+    sidrec evaluate --run RUN --split test [--baselines popularity,knn,knn-last,sasrec] [--max-users N]
                     [--bootstrap 1000] [--seed 0] [--exclude-history]
 
 Every model ranks the whole catalog for the same users (no sampled negatives) and goes through
@@ -28,7 +28,8 @@ from sidrec.utils import atomic_write_json, configure_logging
 
 logger = logging.getLogger(__name__)
 
-KNOWN_BASELINES = ("popularity", "knn", "sasrec")
+KNOWN_BASELINES = ("popularity", "knn", "knn-last", "sasrec")
+DEFAULT_BASELINES = ("popularity", "knn", "sasrec")  # without --baselines (knn-last on request)
 LIST_LENGTH = max(DEFAULT_KS)  # every scorer returns this many items
 CATALOG_K = 10  # coverage / mean popularity are measured on the top-10 lists
 
@@ -91,16 +92,17 @@ def score_model(
 
 def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bool, explicit: bool) -> list:
     """Scorers for the requested baselines; SASRec is skipped (or an error if asked for) when untrained."""
-    from sidrec.eval.baselines.knn import KnnScorer
+    from sidrec.eval.baselines.knn import KNN_BASELINES, KnnScorer
     from sidrec.eval.baselines.popularity import PopularityScorer
 
     scorers = []
     for name in names:
         if name == "popularity":
             scorers.append(PopularityScorer(counts=dataset.train_item_counts(), exclude_history=exclude_history))
-        elif name == "knn":
+        elif name in KNN_BASELINES:  # knn (recent items, the VALID winner), knn-last (last item)
             scorers.append(KnnScorer.from_texts(dataset.item_texts, template=dataset.text_template,
-                                                cache_dir=run / "cache", exclude_history=exclude_history))
+                                                cache_dir=run / "cache", exclude_history=exclude_history,
+                                                name=name))
         elif name == "sasrec":
             folder = run / "baselines" / "sasrec"
             if not (folder / "model.safetensors").is_file():
@@ -178,7 +180,7 @@ def evaluate_run(
     data = dataset.eval_split(split).sample(max_users, seed=seed)  # random users: file order is not random
     item_counts = dataset.train_item_counts()
     explicit = baselines is not None
-    names = list(KNOWN_BASELINES) if baselines is None else baselines
+    names = list(DEFAULT_BASELINES) if baselines is None else baselines
     scorers = build_baselines(names, run=run, dataset=dataset, exclude_history=exclude_history, explicit=explicit)
     generators, status = [], "disabled (--no-generator)"
     if generator:
@@ -236,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="run folder (dataset/, optional tokenizer/, generator/, baselines/)")
     p.add_argument("--split", default="test", choices=("test", "valid"))
     p.add_argument("--baselines", default=None,
-                   help="comma list of popularity,knn,sasrec ('none' for no baselines); default: all available")
+                   help="comma list of popularity,knn,knn-last,sasrec ('none' for no baselines); "
+                        "default: popularity,knn,sasrec (sasrec when trained)")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded random sample of N users")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = off)")
     p.add_argument("--seed", type=int, default=0)

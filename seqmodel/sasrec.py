@@ -1,7 +1,8 @@
 """SASRec: ID-based causal self-attention for next-item prediction (the strong baseline).
 
-Architecture after Kang & McAuley (ICDM 2018): item embedding + learned position embedding,
-``num_blocks`` pre-LayerNorm blocks of causal multi-head self-attention and a position-wise
+Architecture after Kang & McAuley (ICDM 2018): item embedding + learned position embedding
+(counted back from the most recent item by default, as the paper's left-padded code does:
+``positions="from_end"``), ``num_blocks`` pre-LayerNorm blocks of causal multi-head self-attention and a position-wise
 feed-forward net, a final LayerNorm, and scores = hidden state . item embedding (tied).
 Unlike the paper's BCE with one sampled negative, it is trained with full-softmax
 cross-entropy over the whole catalog at every position, which is much stronger (see e.g.
@@ -9,7 +10,10 @@ Klenitskiy & Vasilev, RecSys 2023) and is what a practitioner would use today.
 
 Token layout: ``0`` = padding, item index ``i`` (0..N-1 in the prepared dataset) = token
 ``i + 1``. Sequences are RIGHT-padded, so with the causal mask no real position ever attends
-to padding and the last real position summarises the whole history.
+to padding and the last real position summarises the whole history. With ``from_end`` positions
+the most recent item of every sequence has position 0, the one before it 1, and so on (the
+last item is where the next item is scored, in training and at inference alike); with
+``from_start`` (checkpoints written before this option) the oldest item has position 0.
 
 A checkpoint is a folder with ``config.json`` and ``model.safetensors`` (no pickle).
 """
@@ -34,6 +38,7 @@ from sidrec.utils import atomic_dir
 logger = logging.getLogger(__name__)
 
 PAD = 0
+POSITIONS = ("from_end", "from_start")
 
 
 @dataclass
@@ -47,8 +52,13 @@ class SasrecModelConfig:
     max_len: int = 50
     dropout: float = 0.5
     attn_dropout: float = 0.5
+    # "from_end": position 0 = the most recent item (on Beauty valid NDCG@10 0.0463 vs 0.0449 with
+    # "from_start" at epoch 20, same recipe otherwise); "from_start": position 0 = the oldest item
+    positions: str = "from_end"
 
     def validate(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {self.num_items}")
         if self.hidden_size % self.num_heads:
@@ -109,12 +119,22 @@ class SASRec(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
 
+    def position_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Position of each token of right-padded ``(B, L)`` ids -> ``(B, L)`` (padding gets 0; it is never read).
+
+        ``from_end``: the last real item is 0, the one before it 1, ...; ``from_start``: 0, 1, ... from the oldest.
+        """
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)  # (B, L)
+        if self.config.positions == "from_start":
+            return positions
+        lengths = (tokens != PAD).sum(dim=1, keepdim=True)  # (B, 1)
+        return (lengths - 1 - positions).clamp(min=0)  # (B, L)
+
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hidden states for right-padded token ids ``(B, L)`` -> ``(B, L, D)``."""
         if tokens.shape[1] > self.config.max_len:
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {self.config.max_len}")
-        positions = torch.arange(tokens.shape[1], device=tokens.device)  # (L,)
-        x = self.item_emb(tokens) * self.config.hidden_size**0.5 + self.pos_emb(positions)  # (B, L, D)
+        x = self.item_emb(tokens) * self.config.hidden_size**0.5 + self.pos_emb(self.position_ids(tokens))  # (B, L, D)
         x = self.emb_drop(x)
         for block in self.blocks:
             x = block(x)
@@ -124,21 +144,36 @@ class SASRec(nn.Module):
         """Scores over the catalog: ``(..., D)`` -> ``(..., N)`` (column i = item index i)."""
         return hidden @ self.item_emb.weight[1:].T
 
-    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy at every non-pad position.
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor, *, length_chunks: int = 1) -> torch.Tensor:
+        """Full-softmax cross-entropy at every non-pad position (one mean over the batch's positions).
 
         Args:
             inputs: ``(B, L)`` right-padded tokens (item index + 1).
             labels: ``(B, L)`` next item *index* per position, ``-100`` where there is none.
+            length_chunks: encode the rows in this many groups of similar length, each cut to its
+                longest row, so that padding costs (almost) nothing; the loss is the same function
+                (right padding + causal attention: trailing padding never reaches a real position).
         """
-        hidden = self.encode(inputs)  # (B, L, D)
-        mask = labels >= 0  # (B, L)
-        logits = self.item_logits(hidden[mask])  # (P, N), only real positions
-        return F.cross_entropy(logits, labels[mask])
+        if length_chunks <= 1:
+            mask = labels >= 0  # (B, L)
+            hidden, targets = self.encode(inputs)[mask], labels[mask]  # (P, D), (P,)
+        else:
+            lengths = (inputs != PAD).sum(dim=1)  # (B,)
+            hiddens, target_parts = [], []
+            for rows in torch.argsort(lengths, descending=True).tensor_split(length_chunks):
+                if rows.numel() == 0:
+                    continue
+                width = max(int(lengths[rows].max()), 1)
+                part_labels = labels[rows, :width]  # (b, w)
+                mask = part_labels >= 0  # (b, w)
+                hiddens.append(self.encode(inputs[rows, :width])[mask])  # (p, D)
+                target_parts.append(part_labels[mask])  # (p,)
+            hidden, targets = torch.cat(hiddens), torch.cat(target_parts)  # (P, D), (P,)
+        return F.cross_entropy(self.item_logits(hidden), targets)  # logits (P, N), only real positions
 
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor, *, length_chunks: int = 1) -> torch.Tensor:
         """Training forward = :meth:`loss` (so a DDP wrapper synchronises its gradients)."""
-        return self.loss(inputs, labels)
+        return self.loss(inputs, labels, length_chunks=length_chunks)
 
     @torch.no_grad()
     def score_last(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -175,6 +210,7 @@ class SASRec(nn.Module):
         if not isinstance(raw, dict):
             raise ValueError(f"{cfg_file} is not a SASRec config (a JSON object); {retrain}")
         raw.pop("model_type", None)
+        raw.setdefault("positions", "from_start")  # written before the option existed
         provenance = raw.pop("provenance", None)
         try:
             model = cls(config=SasrecModelConfig(**raw))

@@ -119,3 +119,18 @@ def test_max_users_below_one_is_a_usage_error(tiny_run):
 
     with pytest.raises(SystemExit):
         main(["--run", str(tiny_run), "--max-users", "0", "--no-generator", "--baselines", "none"])
+
+
+def test_evaluate_both_knn_baselines(tiny_run, tmp_path):
+    from sidrec.data import PreparedDataset
+    from sidrec.eval.baselines.knn import KNN_BASELINES
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    _fake_embedding_cache(run, PreparedDataset.load(run))
+    assert main(["--run", str(run), "--baselines", "knn,knn-last", "--bootstrap", "0", "--no-generator"]) == 0
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    assert list(m["baselines"]) == ["knn", "knn-last"]
+    assert KNN_BASELINES["knn"].window > 1 and KNN_BASELINES["knn-last"].window == 1
+    # different queries on random embeddings: the two lists differ
+    assert m["baselines"]["knn"]["metrics"] != m["baselines"]["knn-last"]["metrics"]

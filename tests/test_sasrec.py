@@ -11,6 +11,7 @@ import torch
 from sidrec.eval.baselines.sasrec import SasrecScorer
 from sidrec.seqmodel.sasrec import SASRec, SasrecModelConfig, pad_histories
 from sidrec.train.sasrec import SasrecTrainConfig, collate_windows, main, train_sasrec, training_windows
+from sidrec.utils import load_config
 
 
 def _model(n: int = 30, seed: int = 0) -> SASRec:
@@ -34,6 +35,38 @@ def test_causal_and_padding_invariant():
     tokens = torch.tensor([[2, 3, 4, 5]])
     changed = torch.tensor([[2, 3, 4, 9]])
     torch.testing.assert_close(model.encode(tokens)[:, :3], model.encode(changed)[:, :3])  # no peeking ahead
+
+
+def test_position_ids_count_from_the_most_recent_item(tmp_path):
+    tokens = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0], [4, 3, 2, 1]])  # right-padded, 0 = pad
+    assert _model().position_ids(tokens).tolist() == [[2, 1, 0, 0], [1, 0, 0, 0], [3, 2, 1, 0]]
+    model = _model()
+    model.config.positions = "from_start"
+    assert model.position_ids(tokens).tolist() == [[0, 1, 2, 3]] * 3
+    with pytest.raises(ValueError, match="positions must be one of"):
+        SasrecModelConfig(num_items=5, positions="end").validate()
+    # a checkpoint written before the option existed keeps its positions
+    model.save_pretrained(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    del cfg["positions"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    assert SASRec.from_pretrained(tmp_path / "old").config.positions == "from_start"
+
+
+def test_length_chunks_give_the_same_loss_and_gradients():
+    model = _model()  # eval mode: no dropout, so the chunked encoding must match exactly
+    inputs, labels = collate_windows([[1, 2, 3, 4, 5, 6, 7], [6, 7, 8], [9, 10], [11, 12, 13, 14], [3, 4]])
+    grads = []
+    for chunks in (1, 2, 3, 5, 9):  # 9 > rows: empty groups are skipped
+        model.zero_grad()
+        loss = model(inputs, labels, length_chunks=chunks)
+        loss.backward()
+        grads.append((loss.detach(), model.item_emb.weight.grad.clone(), model.pos_emb.weight.grad.clone()))
+    for loss, g_item, g_pos in grads[1:]:
+        torch.testing.assert_close(loss, grads[0][0])
+        torch.testing.assert_close(g_item, grads[0][1])
+        torch.testing.assert_close(g_pos, grads[0][2])
+    assert grads[0][0] > 0 and grads[0][1].abs().sum() > 0
 
 
 def test_loss_decreases_when_overfitting_a_batch():
@@ -70,8 +103,10 @@ def test_train_few_steps_and_score(tiny_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    threads = torch.get_num_threads()
     assert main(["--run", str(run), "--epochs", "2", "--max-steps", "3", "--batch-size", "32",
-                 "--hidden-size", "16"]) == 0
+                 "--hidden-size", "16", "--torch-threads", "1"]) == 0
+    assert torch.get_num_threads() == threads  # restored after training
     out = run / "baselines" / "sasrec"
     log = json.loads((out / "train_log.json").read_text())
     assert log["history"][-1]["step"] == 3
@@ -89,6 +124,12 @@ def test_train_few_steps_and_score(tiny_run, tmp_path):
 def test_unknown_override_is_an_error(tiny_run):
     with pytest.raises(ValueError, match="Valid fields"):
         main(["--run", str(tiny_run), "--hiden-size", "16"])
+    # the thread option is named as in the generator and tokenizer; the old name is an error naming it
+    with pytest.raises(ValueError, match="--num-threads .* was renamed; use --torch-threads"):
+        main(["--run", str(tiny_run), "--num-threads", "1"])
+    with pytest.raises(ValueError, match="Valid fields: .*torch_threads"):  # in a YAML: the loader's list
+        load_config(SasrecTrainConfig, "baselines/sasrec", {"num_threads": 1})
+    assert SasrecTrainConfig().torch_threads == 0 and not hasattr(SasrecTrainConfig(), "num_threads")
 
 
 @pytest.mark.slow

@@ -27,9 +27,10 @@ from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
 from sidrec.train.common import LengthGroupedBatchSampler, finish, make_accelerator
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
-from sidrec.utils.config import Range, Rule, validate_config
+from sidrec.utils.config import Choice, Range, Rule, validate_config
 from sidrec.utils.provenance import stage_record
 from sidrec.utils.run_folder import refuse_existing
+from sidrec.utils.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +39,20 @@ logger = logging.getLogger(__name__)
 class SasrecTrainConfig:
     """SASRec baseline training settings (preset: ``configs/baselines/sasrec.yaml``).
 
-    Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout.
-    Optimisation: Adam(lr, betas=(0.9, 0.98), weight_decay), batch_size sequences per step.
+    Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout, positions
+    ("from_end": 0 = the most recent item; "from_start": 0 = the oldest, as before; see SasrecModelConfig).
+    Optimisation: Adam(lr, betas=(0.9, adam_beta2), weight_decay), batch_size sequences per step.
+    length_chunks: encode each batch in this many groups of rows of similar length (same loss; padding
+    mostly skipped: on Beauty, batch 128, one CPU thread, 8 chunks took 175 ms/step vs 238 unchunked at
+    hidden 64 and 184 vs 338 at hidden 128). Use 1 on a GPU, where padding is cheap.
+    length_group: 1 = plain shuffled batches; G > 1 sorts each run of batch_size * G shuffled windows
+    by length before cutting batches (less padding, so faster epochs, but batches of alike users:
+    on Beauty valid NDCG@10 at epoch 16 fell from 0.0432 to 0.0380 with G = 50).
     epochs: upper bound; patience: epochs without a valid NDCG@10 gain before stopping.
     max_steps: stop after this many optimiser steps (0 = no limit; for smoke tests).
     valid_max_users: evaluate on a fixed random N valid users (0 = all).
-    num_threads: torch CPU threads (0 = torch's default; 1 is much faster on an oversubscribed CPU).
+    torch_threads: intra-op CPU threads (0 = torch's default; 1 is much faster on a busy shared CPU),
+    named as in the generator and tokenizer configs.
     max_minutes: stop after the first epoch that ends past this wall-clock budget (0 = no limit).
     The best epoch so far is saved whenever valid NDCG@10 improves, so an interrupted run keeps it.
     """
@@ -54,16 +63,20 @@ class SasrecTrainConfig:
     max_len: int = 50
     dropout: float = 0.5
     attn_dropout: float = 0.5
+    positions: str = "from_end"
     lr: float = 1e-3
+    adam_beta2: float = 0.999
     weight_decay: float = 0.0
     batch_size: int = 128
+    length_group: int = 1
+    length_chunks: int = 8
     epochs: int = 200
     patience: int = 10
     max_steps: int = 0
     valid_max_users: int = 0
     max_minutes: float = 0.0
     eval_batch_size: int = 1024
-    num_threads: int = 0
+    torch_threads: int = 0
     seed: int = 0
 
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
@@ -71,23 +84,34 @@ class SasrecTrainConfig:
         "dropout": Range(0, 1, hi_open=True), "attn_dropout": Range(0, 1, hi_open=True), "lr": Range(0, lo_open=True),
         "weight_decay": Range(0), "batch_size": Range(1), "epochs": Range(1), "patience": Range(1),
         "max_steps": Range(0), "valid_max_users": Range(0), "max_minutes": Range(0), "eval_batch_size": Range(1),
-        "num_threads": Range(0), "seed": Range(0),
+        "torch_threads": Range(0), "seed": Range(0), "positions": Choice(values=("from_end", "from_start")),
+        "adam_beta2": Range(0, 1, hi_open=True), "length_group": Range(1), "length_chunks": Range(1),
     }
 
     def validate(self) -> None:
+        """Rules across fields (each field's own range is in FIELD_RULES)."""
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
-        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1:
-            raise ValueError("batch_size, epochs and patience must be >= 1")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attn_dropout < 1.0:
-            raise ValueError("dropout and attn_dropout must be in [0, 1)")
 
     def model_config(self, num_items: int) -> SasrecModelConfig:
         return SasrecModelConfig(
             num_items=num_items, hidden_size=self.hidden_size, num_blocks=self.num_blocks,
             num_heads=self.num_heads, max_len=self.max_len, dropout=self.dropout,
-            attn_dropout=self.attn_dropout,
+            attn_dropout=self.attn_dropout, positions=self.positions,
         )
+
+
+RENAMED = {"num_threads": "torch_threads"}  # old field -> new field
+
+
+def config_from_cli(config: str, overrides: list[str]) -> SasrecTrainConfig:
+    """The preset ``config`` with ``--field value`` overrides; a renamed field's old name is an error naming the new one."""
+    for arg in overrides:
+        name = arg.lstrip("-").split("=", 1)[0].replace("-", "_")
+        if arg.startswith("--") and name in RENAMED:
+            raise ValueError(f"--{name.replace('_', '-')} ({name}) was renamed; use --{RENAMED[name].replace('_', '-')} "
+                             f"({RENAMED[name]}), as in the generator and tokenizer configs")
+    return config_from_args(SasrecTrainConfig, config, overrides)
 
 
 def training_windows(sequences: list[list[int]], max_len: int) -> list[list[int]]:
@@ -121,19 +145,27 @@ def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConf
 
 
 def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
-    """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log."""
+    """Train, early-stop on valid NDCG@10, save the best model to ``out_dir``; returns the log.
+
+    Runs with ``cfg.torch_threads`` intra-op threads and restores the previous count afterwards.
+    """
     validate_config(cfg)
+    with torch_threads(cfg.torch_threads):
+        return _train(dataset, cfg, out_dir)
+
+
+def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
     provenance = stage_record(dataset_fingerprint=dataset.fingerprint())
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     accelerator = make_accelerator(seed=cfg.seed)
     windows = training_windows(dataset.train_sequences(), cfg.max_len)
     if not windows:
         raise ValueError("no training sequence has 2+ items; prepare the dataset with longer sequences")
-    sampler = LengthGroupedBatchSampler(lengths=[len(w) for w in windows], batch_size=cfg.batch_size, seed=cfg.seed)
+    sampler = LengthGroupedBatchSampler(lengths=[len(w) for w in windows], batch_size=cfg.batch_size, seed=cfg.seed,
+                                        group=cfg.length_group)  # group 1 = plain shuffled batches
     loader = DataLoader(windows, batch_sampler=sampler, collate_fn=collate_windows)
     model = SASRec(config=cfg.model_config(dataset.num_items))
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
+                             weight_decay=cfg.weight_decay)
     model, optim, loader = accelerator.prepare(model, optim, loader)
     raw_model: SASRec = accelerator.unwrap_model(model)
     logger.info(
@@ -148,7 +180,7 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
         model.train()
         total, n = 0.0, 0
         for inputs, labels in loader:
-            loss = model(inputs, labels)  # forward = loss, so DDP synchronises gradients
+            loss = model(inputs, labels, length_chunks=cfg.length_chunks)  # forward = loss (DDP syncs gradients)
             optim.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optim.step()
@@ -191,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing RUN/baselines/sasrec")
     args, rest = parser.parse_known_args(argv)
     configure_logging()
-    cfg = config_from_args(SasrecTrainConfig, args.config, rest)
+    cfg = config_from_cli(args.config, rest)
     refuse_existing(args.run, "sasrec", overwrite=args.overwrite)
     dataset = PreparedDataset.load(args.run)
     out = Path(args.run) / "baselines" / "sasrec"
@@ -209,4 +241,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["SasrecTrainConfig", "collate_windows", "main", "train_sasrec", "training_windows"]
+__all__ = ["SasrecTrainConfig", "collate_windows", "config_from_cli", "main", "train_sasrec", "training_windows"]
