@@ -55,6 +55,9 @@ class SasrecModelConfig:
     # "from_end": position 0 = the most recent item (on Beauty valid NDCG@10 0.0463 vs 0.0449 with
     # "from_start" at epoch 20, same recipe otherwise); "from_start": position 0 = the oldest item
     positions: str = "from_end"
+    # items with index >= known_items (0 = all) did not exist at training time (a cold-start split's
+    # held-out items): an ID model has no embedding for them, so they score -inf in training and serving
+    known_items: int = 0
 
     def validate(self) -> None:
         if self.positions not in POSITIONS:
@@ -67,6 +70,8 @@ class SasrecModelConfig:
             )
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2, got {self.max_len}")
+        if not 0 <= self.known_items <= self.num_items:
+            raise ValueError(f"known_items must be in [0, num_items={self.num_items}], got {self.known_items}")
 
 
 class _Block(nn.Module):
@@ -141,8 +146,15 @@ class SASRec(nn.Module):
         return self.final_ln(x)  # (B, L, D)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores over the catalog: ``(..., D)`` -> ``(..., N)`` (column i = item index i)."""
-        return hidden @ self.item_emb.weight[1:].T
+        """Scores over the catalog: ``(..., D)`` -> ``(..., N)`` (column i = item index i).
+
+        Items past ``config.known_items`` (when set) score ``-inf``: the model never saw them.
+        """
+        logits = hidden @ self.item_emb.weight[1:].T  # (..., N)
+        known = self.config.known_items
+        if known and known < logits.shape[-1]:
+            logits[..., known:] = float("-inf")
+        return logits
 
     def loss(self, inputs: torch.Tensor, labels: torch.Tensor, *, length_chunks: int = 1) -> torch.Tensor:
         """Full-softmax cross-entropy at every non-pad position (one mean over the batch's positions).

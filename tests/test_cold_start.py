@@ -7,6 +7,7 @@ import math
 import shutil
 
 import numpy as np
+import torch
 import pytest
 from test_eval_e2e import _fake_embedding_cache
 
@@ -147,3 +148,25 @@ def test_evaluate_reports_warm_and_cold_slices_and_the_share_sweep(cold_run, tmp
     assert {"generator (cold share 0.1)", "generator (cold share 0.2)"} <= set(result["generator_variants"])
     # popularity never recommends an item without training interactions
     assert result["baselines"]["popularity"]["slices"]["target_cold"]["cold"]["recall@10"] == 0.0
+
+
+def test_sasrec_never_trains_on_or_recommends_cold_items(cold_run, tmp_path):
+    """An ID model has no embedding for an item born after training: SASRec on a cold-start split masks
+    the held-out items out of its softmax, and its scorer never returns them."""
+    from sidrec.eval.baselines.sasrec import SasrecScorer
+    from sidrec.seqmodel.sasrec import SASRec
+    from sidrec.train.sasrec import SasrecTrainConfig, train_sasrec
+
+    ds = PreparedDataset.load(cold_run)
+    cfg = SasrecTrainConfig(hidden_size=16, max_len=8, epochs=2, max_steps=4, batch_size=32, valid_max_users=30)
+    log = train_sasrec(ds, cfg, tmp_path / "sasrec")
+    assert 0 < log["train_seconds"] <= log["elapsed_seconds"]
+    assert all(e["train_seconds"] <= e["elapsed_s"] for e in log["history"])
+    model = SASRec.from_pretrained(tmp_path / "sasrec")
+    warm = ds.num_items - ds.num_cold_items
+    assert model.config.known_items == warm
+    logits = model.item_logits(torch.randn(3, 16))  # (3, N)
+    assert torch.isneginf(logits[:, warm:]).all() and torch.isfinite(logits[:, :warm]).all()
+    test = ds.eval_split("test")
+    top = SasrecScorer(model=model).recommend(test.histories, 20)  # (U, 20)
+    assert (top < warm).all()
