@@ -1,8 +1,9 @@
 """``sidrec quickstart``: the whole pipeline on the bundled Beauty data, on a laptop CPU.
 
 prepare -> tokenize -> train the generator -> train SASRec -> evaluate (test split, with baselines) ->
-a few sample recommendations, in about 22 minutes on 2 CPU cores (measured): the generator and SASRec train on
-time budgets (``--generator-minutes``, ``--sasrec-minutes``) and stop early when validation stalls.
+a few sample recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for the measured
+time): the generator (the ``hybrid`` preset) and SASRec train on time budgets (``--generator-minutes``,
+``--sasrec-minutes``, training time without validation) and stop early when validation stalls.
 Each stage is the same function its own command runs, so every step can be re-run or resumed alone;
 the summary at the end says where each artefact is. A used ``--out`` folder is refused before anything
 runs (it lists what is there): ``--overwrite`` redoes every stage in it, ``--skip`` keeps some.
@@ -111,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/quickstart", help="run folder (default runs/quickstart)")
     p.add_argument("--dataset", default="beauty", help="bundled name or dataset folder (default beauty)")
     p.add_argument("--tokenizer-config", default="tokenizer/rqvae", help="tokenizer preset or YAML")
-    p.add_argument("--generator-config", default="generator/cpu-small", help="generator preset or YAML")
-    p.add_argument("--generator-minutes", type=float, default=15.0,
-                   help="generator training budget in minutes (validation excluded; default 15)")
-    p.add_argument("--sasrec-minutes", type=float, default=4.0,
-                   help="SASRec training budget in minutes (stops after the epoch that crosses it; default 4)")
+    p.add_argument("--generator-config", default="generator/hybrid", help="generator preset or YAML")
+    p.add_argument("--generator-minutes", type=float, default=13.0,
+                   help="generator training budget in minutes (validation excluded; default 13)")
+    p.add_argument("--sasrec-minutes", type=float, default=8.0,
+                   help="SASRec training budget in minutes (validation excluded; stops after the epoch that "
+                        "crosses it; default 8)")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip (of {', '.join(STAGES)})")
     p.add_argument("--samples", type=int, default=3, help="users to show sample recommendations for")
     p.add_argument("--overwrite", action="store_true",

@@ -664,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_run_args(
         argv, GeneratorTrainConfig, prog="python -m sidrec.train.generator",
         description="Train the semantic-ID generator on RUN (needs RUN/dataset and RUN/tokenizer).",
-        default_config="generator/cpu-small",
+        default_config="generator/hybrid",
     )
     train_generator(args.config, args.run, resume=args.resume, resume_id=args.resume_id, overwrite=args.overwrite,
                     keep_saved_config=args.keep_saved_config, explicit_fields=args.explicit_fields)
