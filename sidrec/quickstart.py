@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.overwrite:
         check_fresh(run, [s for s in STAGES if s not in skip])
     again = ["--overwrite"] if args.overwrite else []
-    baselines = "popularity,knn" + ("" if "sasrec" in skip else ",sasrec")
+    baselines = "popularity,knn,knn-last" + ("" if "sasrec" in skip else ",sasrec")
     plan = {
         "prepare": (_prepare, run, args.dataset, args.overwrite),
         "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config, *again]),
