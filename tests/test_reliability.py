@@ -179,6 +179,35 @@ def test_4_a_refitted_tokenizer_is_refused_by_every_loader(run, caplog):
     assert "sidrec train --run" in caplog.text
 
 
+def test_4_training_refuses_to_resume_on_a_refitted_tokenizer(run):
+    """The states were trained on one semantic-ID table; resuming them on another would mix two codings."""
+    shutil.rmtree(run / "generator")
+    assert _train(run, "--overwrite", "--max-steps", "4", "--save-every", "2") == 0
+    recorded = json.loads((run / "generator" / "config.json").read_text())["sidrec_provenance"]["semantic_ids"]
+    _refit_tokenizer(run, seed=7)
+    with pytest.raises(ProvenanceError, match=rf"(?s){recorded['fingerprint']}.*sidrec train --run"):
+        _train(run, "--resume", "--max-steps", "6")
+
+
+def test_dataset_tables_are_checked_against_their_stats(run):
+    from sidrec.data import PreparedDataset
+
+    stats_path = run / "dataset" / "stats.json"
+    original = stats_path.read_text()
+    stats = json.loads(original)
+    stats["users"] += 1  # a table partly replaced: the counts no longer agree
+    stats_path.write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match=r"tables disagree with .*stats.json \(users: recorded \d+, found \d+\)"):
+        PreparedDataset.load(run)
+    stats = json.loads(original)
+    stats["fingerprint"] = "0" * 16  # same counts, other data
+    stats_path.write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match=r"hash to fingerprint \w+, but .*records 0{16}"):
+        PreparedDataset.load(run)
+    stats_path.write_text(original)
+    assert PreparedDataset.load(run).num_users == json.loads(original)["users"]
+
+
 # ------------------------------------------------------------------------------------ 5. prepare again
 def test_5_prepare_into_a_used_run_refuses_then_names_what_it_invalidates(run, tmp_path, caplog):
     other = write_slice(shared("amazon2014_beauty"), tmp_path / "other", 40)
