@@ -7,8 +7,8 @@ import math
 import shutil
 
 import numpy as np
-import torch
 import pytest
+import torch
 from test_eval_e2e import _fake_embedding_cache
 
 from sidrec.cli import main as cli_main

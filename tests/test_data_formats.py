@@ -134,6 +134,27 @@ def test_amazon2023_bad_review_lines_name_file_and_line(tmp_path, line, match):
         read_dataset(folder)
 
 
+@pytest.mark.parametrize(("line", "match"), [
+    ('{"reviewerID": "u1", "unixReviewTime": 5}', r"Beauty\.json\.gz, line 2: missing field 'asin'"),
+    ('{"reviewerID": "u1", "asin": "a", "unixReviewTime": "soon"}',
+     r"Beauty\.json\.gz, line 2: field 'unixReviewTime' must be an integer"),
+    ('{"reviewerID": "u1", "asin": "a", unixReviewTime: 5}', r"Beauty\.json\.gz, line 2: not valid JSON"),
+    ('["u1", "a", 5]', r"Beauty\.json\.gz, line 2: expected a JSON object"),
+    ('{"reviewerID": "u1", "asin": "zz", "unixReviewTime": 5}',
+     r"Beauty\.json\.gz, line 2: reviewed item 'zz' \(asin\) has no row in meta_Beauty\.json\.gz"),
+])
+def test_amazon2018_bad_review_lines_name_file_and_line(tmp_path, line, match):
+    folder = tmp_path / "a18"
+    folder.mkdir()
+    _write(folder / "Beauty.json.gz", ['{"reviewerID": "u0", "asin": "a", "unixReviewTime": 1}', line])
+    _write(folder / "meta_Beauty.json.gz", ['{"asin": "a", "title": "A"}'])
+    with pytest.raises(ValueError, match=match):
+        read_dataset(folder)
+    (folder / "meta_Beauty.json.gz").unlink()
+    with pytest.raises(ValueError, match=r"missing meta_Beauty\.json\.gz next to Beauty\.json\.gz"):
+        read_dataset(folder, "amazon2018")
+
+
 def test_amazon2023_review_without_meta_names_the_line_and_the_fix(tmp_path):
     folder = tmp_path / "a23"
     folder.mkdir()
