@@ -5,8 +5,9 @@
 Both models have their preset's sizes and random weights (decoding cost does not depend on training).
 Catalog: the real semantic IDs of ``RUN/tokenizer``; histories: the test split of ``RUN/dataset`` (the same
 users for every row). Rows: ``cpu-small`` through ``recommend_topk`` (encode + beam search), ``hybrid``
-generation only (encode + beam search) and ``hybrid`` as served (beam search + the dense scores of the
-candidates + the hybrid ranking). users/s = batch / median latency over ``--repeats`` calls; the ratio is
+generation only (encode + beam search) and ``hybrid`` as served (the popularity-corrected beam search at
+``--prior-weight``, the dense scores of the candidates and the hybrid ranking; the prior is built once,
+as the ``Recommender`` does). users/s = batch / median latency over ``--repeats`` calls; the ratio is
 against ``cpu-small`` at the same beam in this run. Ends with a ``key=value`` line.
 """
 
@@ -23,7 +24,7 @@ import torch
 import yaml
 
 from sidrec.data import PreparedDataset
-from sidrec.decoding import CatalogTrie, beam_candidates
+from sidrec.decoding import CatalogTrie, beam_candidates, popularity_prior
 from sidrec.seqmodel import ItemLevelGenerator, SemanticIdGenerator, SemanticIdVocab, build_t5_config
 from sidrec.seqmodel.item_model import build_item_config, item_id_rows
 from sidrec.tokenizer import SemanticIdTokenizer
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", default="20,50")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prior-weight", type=float, default=0.25,
+                   help="popularity correction of the served search (0.25: what training chose on Beauty)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -78,13 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     pick = np.random.default_rng(0).permutation(len(split))[: args.batch * args.repeats]
     histories = [list(split.histories[i]) for i in pick]
     print(f"catalog {len(codes)} items {sizes}; {args.batch} test users per call, {args.repeats} calls, "
-          f"{args.threads} torch thread(s); random weights, preset sizes")
+          f"{args.threads} torch thread(s); random weights, preset sizes; served prior weight {args.prior_weight}")
+
+    prior = popularity_prior(models["hybrid"], trie) if args.prior_weight else None
 
     def run_once(model, batch, beam: int, dense: bool) -> float:
         t0 = time.perf_counter()
         with torch.inference_mode():
             cands = beam_candidates(model, trie, batch, beam_size=beam, item_codes=codes, batch_size=len(batch),
-                                    with_dense=dense)
+                                    with_dense=dense, prior_weight=args.prior_weight if dense else 0.0,
+                                    prior=prior if dense else None)
             if dense:
                 cands.rank(weight=float(model.config.hybrid_weight), k=min(10, beam))
         return time.perf_counter() - t0

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sidrec.data import CATALOG_FILE, load_catalog, save_catalog
-from sidrec.decoding import CatalogTrie, recommend_topk
+from sidrec.decoding import CatalogTrie, CodePrior, popularity_prior, recommend_topk
 from sidrec.seqmodel import SemanticIdGenerator, check_generator_provenance, check_item_table, load_generator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
@@ -74,6 +74,7 @@ class Recommender:
         self.trie = CatalogTrie(codes=tokenizer.codes, level_sizes=tokenizer.level_sizes)
         self.beam_size = beam_size
         self.batch_size = batch_size
+        self._prior: CodePrior | None = None  # built on first use; add/remove items change it
 
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
@@ -152,6 +153,7 @@ class Recommender:
         if not np.array_equal(new_index, expected):  # the trie and the table must stay row-aligned
             raise RuntimeError("catalog trie and tokenizer table went out of sync; reload the recommender")
         self.titles.extend(it.get("title") for it in items)
+        self._prior = None
         return ids
 
     def remove_items(self, item_ids: Sequence[str]) -> int:
@@ -159,9 +161,18 @@ class Recommender:
         unknown = [i for i in item_ids if self._index(i) is None]
         if unknown:
             raise ValueError(f"{len(unknown)} unknown item id(s), e.g. {unknown[0]!r}; nothing was removed")
+        self._prior = None
         return self.trie.remove_items([self.tokenizer.index_of(i) for i in item_ids])
 
     # -- recommending ---------------------------------------------------------------------------
+    def _code_prior(self) -> CodePrior | None:
+        """The popularity prior of the current catalog when the model searches with one (cached)."""
+        if not float(getattr(self.model.config, "prior_weight", 0.0)):
+            return None
+        if self._prior is None:
+            self._prior = popularity_prior(self.model, self.trie)
+        return self._prior
+
     def _index(self, item_id: str | int) -> int | None:
         try:
             return self.tokenizer.index_of(str(item_id))
@@ -225,6 +236,7 @@ class Recommender:
             self.model, self.trie, indices, k=k, beam_size=self.beam_size, item_codes=self.tokenizer.codes,
             user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
             batch_size=self.batch_size, cold=self.tokenizer.assigned_items(), cold_share=cold_share,
+            prior=self._code_prior(),
         )
         results = [
             [Recommendation(self.tokenizer.item_ids[i], float(sc), self.titles[i])

@@ -133,6 +133,25 @@ def test_item_family_recommender_serves_hybrid_scores_and_new_items(item_run, tm
     assert again.recommend(history, k=5) == rec.recommend(history, k=5)
 
 
+def test_recommender_keeps_one_popularity_prior_and_rebuilds_it_when_the_catalog_changes(item_run):
+    from sidrec.decoding import recommend_topk
+
+    rec = sidrec.Recommender.from_pretrained(item_run)
+    rec.model.config.prior_weight = 0.5
+    history = rec.tokenizer.item_ids[:3]
+    top = rec.recommend(history, k=5)
+    prior = rec._code_prior()
+    assert prior is not None and rec._code_prior() is prior  # built once, reused
+    items, _ = recommend_topk(rec.model, rec.trie, [[rec.tokenizer.index_of(i) for i in history]], k=5,
+                              beam_size=rec.beam_size, item_codes=rec.tokenizer.codes, exclude_history=True)
+    assert [r.item_id for r in top] == [rec.tokenizer.item_ids[i] for i in items[0].tolist()]  # = a fresh prior
+    rec.remove_items([top[0].item_id])
+    assert rec._code_prior() is not prior
+    assert top[0].item_id not in {r.item_id for r in rec.recommend(history, k=5)}
+    rec.model.config.prior_weight = 0.0
+    assert rec._code_prior() is None
+
+
 def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):
     import json
 
