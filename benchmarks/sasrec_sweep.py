@@ -52,7 +52,7 @@ def summarise(setting: dict[str, str], log: dict[str, Any]) -> dict[str, Any]:
     return {
         "setting": setting, "best_epoch": log["best_epoch"], "epochs_run": log["epochs_run"],
         "recall@10": best["valid"]["recall@10"], "ndcg@10": best["valid"]["ndcg@10"],
-        "minutes_to_best": best["elapsed_s"] / 60, "minutes": log["train_seconds"] / 60,
+        "minutes_to_best": best["elapsed_s"] / 60, "minutes": log.get("elapsed_seconds", log["train_seconds"]) / 60,
     }
 
 
