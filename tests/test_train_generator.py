@@ -21,6 +21,7 @@ from conftest import free_port
 from safetensors.torch import load_file
 
 TINY = [
+    "--config", "generator/cpu-small",  # the tiger family; ITEM below switches to the item family
     "--d-model", "32", "--num-layers", "1", "--num-decoder-layers", "1", "--num-heads", "2", "--d-kv", "16",
     "--d-ff", "64", "--max-items", "5", "--user-buckets", "16", "--batch-size", "32", "--lr", "0.005",
     "--warmup-steps", "4", "--beam-size", "10", "--log-every", "2", "--valid-max-users", "40",
