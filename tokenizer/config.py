@@ -60,7 +60,8 @@ class TokenizerConfig:
     # "reassign" then balances every group still larger than this: its members (index order, the first
     # stays) move to the nearest of their 256 nearest last-level codes holding the fewest items, while
     # that makes their group smaller. Off for Beauty (no group that large); at 1M clustered items it takes
-    # the largest group from ~570 to a few. A larger final group is logged as a warning.
+    # the largest group from ~570 to 16, this cap (measured; reconstruction cosine 0.69 -> 0.57 there).
+    # A larger final group is logged as a warning.
     max_collision_group: int = 16
 
     # rq-kmeans (also used for rq-vae codebook init)
