@@ -1,7 +1,7 @@
 """Catalog-scale benchmark: prepare, tokenizer, trie and beam search at 1M items / 30M interactions.
 
-    HF_HUB_OFFLINE=1 python benchmarks/scale.py --data /path/to/scale-data            # full (~25 min, ~12 GB disk)
-    HF_HUB_OFFLINE=1 python benchmarks/scale.py --data /tmp/scale-smoke --small       # smoke (~2 min)
+    HF_HUB_OFFLINE=1 python benchmarks/scale.py --data /path/to/scale-data            # full (~13 GB disk; ~10 min to generate once, then ~4 min)
+    HF_HUB_OFFLINE=1 python benchmarks/scale.py --data /tmp/scale-smoke --small       # smoke (~30 s)
 
 Synthetic data (generated once into ``--data``, reused when the parameters match):
 
