@@ -52,6 +52,17 @@ def assert_valid(result: BeamSearchResult, trie: CatalogTrie, exclude: list[list
         assert (scores[:-1] >= scores[1:]).all()
 
 
+def assert_matches_hf_oracle(model, trie: CatalogTrie, ids: torch.Tensor, mask: torch.Tensor, *, beam: int,
+                             exclude: list[list[int]]) -> None:
+    """Our beam search equals HF ``generate`` with the trie as ``prefix_allowed_tokens_fn`` (same top-k items
+    and scores), without and with ``exclude``, and every output is a valid, non-excluded catalog item."""
+    for excl in (None, exclude):
+        ours = constrained_beam_search(model, trie, ids, mask, beam_size=beam, k=beam, exclude=excl)
+        ref = hf_constrained_generate(model, trie, ids, mask, beam_size=beam, k=beam, exclude=excl)
+        assert_same_topk(ours, ref)
+        assert_valid(ours, trie, excl)
+
+
 def exhaustive_scores(model, trie: CatalogTrie, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Log-probability of every item for every user by teacher forcing ``(B, num_items)`` (model.forward)."""
     codes = torch.from_numpy(trie.codes.copy())  # (N, L)

@@ -20,22 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import GENERATOR_ARGS, shared, write_slice
+from test_tokenizer_fixtures import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 import sidrec
 from sidrec.cli import main as cli_main
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils.provenance import ProvenanceError
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

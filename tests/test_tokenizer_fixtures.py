@@ -32,13 +32,13 @@ def _beauty_items(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    """One torch thread while these tests run: several threads on a small shared CPU are much slower."""
-    import torch
+    """One torch thread while these tests run: several threads on a small shared CPU are much slower.
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    Autouse in every module that imports it (the tokenizer, reliability and generator-training tests)."""
+    from sidrec.utils.threads import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import free_port
 from safetensors.torch import load_file
+from test_tokenizer_fixtures import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 TINY = [
     "--config", "generator/cpu-small",  # the tiger family; ITEM below switches to the item family
@@ -48,13 +49,6 @@ def make_generator_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny model gains nothing from more, and a busy shared machine makes them spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
