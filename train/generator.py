@@ -59,6 +59,7 @@ from sidrec.utils.provenance import (
     check_table,
     stage_record,
 )
+from sidrec.utils.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -465,17 +466,24 @@ def train_generator(
     replacing ``RUN/generator`` (a new run beside other runs' states, or a resumed run that did not make the
     current model); ``keep_saved_config``: on resume, take the run's saved values for fields that differ
     (budgets too, unless named in ``explicit_fields``: the fields given on the command line).
+    Runs with ``cfg.torch_threads`` intra-op threads and restores the previous count afterwards (as SASRec).
     """
+    validate_config(cfg)  # ranges and allowed values, before anything is built
+    with torch_threads(cfg.torch_threads):
+        return _train_generator(cfg, Path(run), resume=resume, resume_id=resume_id, overwrite=overwrite,
+                                keep_saved_config=keep_saved_config, explicit_fields=explicit_fields)
+
+
+def _train_generator(
+    cfg: GeneratorTrainConfig, run: Path, *, resume: bool, resume_id: str | None, overwrite: bool,
+    keep_saved_config: bool, explicit_fields: frozenset[str] | None,
+) -> dict[str, Any]:
     from accelerate import skip_first_batches
     from tqdm.auto import tqdm
 
     from sidrec.data import PreparedDataset
     from sidrec.decoding import CatalogTrie
 
-    run = Path(run)
-    validate_config(cfg)  # ranges and allowed values, before anything is built
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
     accelerator = make_accelerator(
         seed=cfg.seed, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
         tensorboard_dir=run / "tensorboard" if cfg.tensorboard else None,
