@@ -10,7 +10,15 @@ import torch
 
 from sidrec.eval.baselines.sasrec import SasrecScorer
 from sidrec.seqmodel.sasrec import SASRec, SasrecModelConfig, pad_histories
-from sidrec.train.sasrec import SasrecTrainConfig, collate_windows, main, train_sasrec, training_windows
+from sidrec.train.common import budget_progress, cooldown_factor
+from sidrec.train.sasrec import (
+    SasrecTrainConfig,
+    collate_windows,
+    main,
+    scheduled_lr,
+    train_sasrec,
+    training_windows,
+)
 from sidrec.utils import load_config
 
 
@@ -121,6 +129,50 @@ def test_train_few_steps_and_score(tiny_run, tmp_path):
         assert not set(row.tolist()) & set(hist)
 
 
+def test_budget_progress_is_the_larger_spent_fraction():
+    assert budget_progress(step=0, total_steps=0, train_seconds=50.0, max_seconds=0) == 0.0  # no budget
+    assert budget_progress(step=30, total_steps=120, train_seconds=1e9, max_seconds=0) == 0.25  # steps only
+    assert budget_progress(step=30, total_steps=0, train_seconds=45.0, max_seconds=60.0) == 0.75  # time only
+    assert budget_progress(step=90, total_steps=120, train_seconds=30.0, max_seconds=60.0) == 0.75  # the larger
+    assert budget_progress(step=200, total_steps=120, train_seconds=0.0, max_seconds=60.0) == 1.0  # clamped
+    constant, linear = SasrecTrainConfig(lr=0.002), SasrecTrainConfig(lr=0.002, lr_schedule="linear")
+    assert scheduled_lr(constant, 0.75) == 0.002
+    assert scheduled_lr(linear, 0.0) == 0.002 and scheduled_lr(linear, 0.75) == pytest.approx(0.0005)
+    assert scheduled_lr(linear, 1.0) == 0.0
+    # the generator's cooldown: 1 until the last `cooldown` fraction of the budget, then linearly to 0
+    assert cooldown_factor(0.5, 0.0) == 1.0 and cooldown_factor(0.7, 0.2) == 1.0
+    assert cooldown_factor(0.9, 0.2) == pytest.approx(0.5) and cooldown_factor(1.0, 0.2) == 0.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        load_config(SasrecTrainConfig, "baselines/sasrec", {"lr_schedule": "cosine"})
+
+
+def test_linear_schedule_anneals_to_the_end_of_the_budget(tiny_run, tmp_path, monkeypatch):
+    from sidrec.data import PreparedDataset
+
+    ds = PreparedDataset.load(tiny_run)
+    cfg = SasrecTrainConfig(hidden_size=16, batch_size=32, epochs=3, max_steps=7, lr=0.004, lr_schedule="linear",
+                            torch_threads=1)
+    log = train_sasrec(ds, cfg, tmp_path / "s")
+    assert log["history"][-1]["step"] == 7
+    assert log["history"][-1]["lr"] == pytest.approx(0.004 / 7)  # the last step ran at lr * (1 - 6/7)
+    lrs = [entry["lr"] for entry in log["history"]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.004
+    # a time budget ends the run mid-epoch once the learning rate reaches 0 (a fake clock: 1 s per reading)
+    import types
+
+    import sidrec.train.sasrec as trainer
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+    steps_per_epoch = -(-len(training_windows(ds.train_sequences(), 50)) // 32)
+    cfg = SasrecTrainConfig(hidden_size=16, batch_size=32, epochs=50, max_minutes=4 / 60, lr_schedule="linear",
+                            torch_threads=1)
+    log = train_sasrec(ds, cfg, tmp_path / "t")
+    assert steps_per_epoch > 5 and log["epochs_run"] == 1
+    assert log["history"][-1]["step"] < steps_per_epoch  # broke off mid-epoch, then validated and saved
+    assert (tmp_path / "t" / "model.safetensors").exists()
+
+
 def test_unknown_override_is_an_error(tiny_run):
     with pytest.raises(ValueError, match="Valid fields"):
         main(["--run", str(tiny_run), "--hiden-size", "16"])
@@ -163,7 +215,8 @@ def test_two_processes_stop_together(tiny_run, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            str(free_port()), "-m", "sidrec.train.sasrec", "--run", str(run), "--epochs", "30", "--patience", "2",
-           "--batch-size", "32", "--hidden-size", "16"]
+           "--batch-size", "32", "--hidden-size", "16",
+           "--lr-schedule", "linear", "--max-minutes", "60"]  # the ranks agree on the scheduled rate
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

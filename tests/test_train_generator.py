@@ -166,6 +166,23 @@ def test_validation_at_training_minutes(gen_run, tmp_path):
     assert log["history"][0]["train_seconds"] <= log["history"][1]["train_seconds"]
 
 
+def test_cooldown_anneals_the_learning_rate_to_zero_at_the_end_of_the_budget(gen_run, tmp_path):
+    """cooldown 0.5: the scheduler's rate until half the budget is spent, then linearly down to 0."""
+    from sidrec.train.generator import main
+
+    lrs = {}
+    for cooldown in ("0", "0.5"):
+        run = _fresh(gen_run, tmp_path, f"cool{cooldown}")
+        main(["--run", str(run), *TINY, "--max-steps", "8", "--eval-every", "2", "--save-every", "0",
+              "--patience", "0", "--cooldown", cooldown])
+        history = json.loads((run / "generator" / "training.json").read_text())["history"]
+        lrs[cooldown] = {h["step"]: h["lr"] for h in history}
+    assert list(lrs["0.5"]) == [2, 4, 6, 8]
+    ratio = {step: lrs["0.5"][step] / lrs["0"][step] for step in (2, 4, 6)}
+    assert ratio == pytest.approx({2: 1.0, 4: 1.0, 6: 0.5})  # spent 1/4, 1/2: untouched; 3/4: halfway down
+    assert lrs["0.5"][8] == 0.0 < lrs["0"][8]
+
+
 def test_unknown_field_lists_valid_ones(gen_run, tmp_path):
     from sidrec.train.generator import main
 
@@ -196,7 +213,8 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path, family):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "-m", "sidrec.train.generator", "--run", str(run), *TINY, *(ITEM if family == "item" else []),
-           "--max-steps", "40", "--eval-every", "40", "--save-every", "40", "--valid-max-users", "299", "--lr", "0.02"]
+           "--max-steps", "40", "--eval-every", "40", "--save-every", "40", "--valid-max-users", "299", "--lr", "0.02",
+           "--cooldown", "0.3", "--max-minutes", "60"]  # the cooldown reads the main rank's clock on every rank
     # a timeout: a rank stuck in a collective must fail the test, not hang CI
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

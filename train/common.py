@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LengthGroupedBatchSampler",
     "RunArgs",
+    "budget_progress",
+    "cooldown_factor",
     "latest_state",
     "make_accelerator",
     "parse_run_args",
@@ -53,6 +55,31 @@ class RunArgs:
     overwrite: bool = False
     keep_saved_config: bool = False
     explicit_fields: frozenset[str] = frozenset()  # the fields given as --field value
+
+
+def budget_progress(*, step: int, total_steps: int, train_seconds: float, max_seconds: float) -> float:
+    """How much of the training budget is spent, in [0, 1]: the larger of the step and time fractions.
+
+    ``total_steps`` 0 and ``max_seconds`` 0 mean no such budget. Learning-rate schedules that end with the
+    budget (SASRec's ``lr_schedule: linear``, the generator's ``cooldown``) read it at every step.
+    """
+    fractions = [0.0]
+    if total_steps:
+        fractions.append(step / total_steps)
+    if max_seconds:
+        fractions.append(train_seconds / max_seconds)
+    return min(1.0, max(fractions))
+
+
+def cooldown_factor(progress: float, cooldown: float) -> float:
+    """LR multiplier that falls linearly from 1 to 0 over the last ``cooldown`` fraction of the budget.
+
+    The warm-up/stable/decay ("WSD") recipe: a run that anneals at the end of its budget scores
+    better than one that stops at an arbitrary point of its schedule. ``cooldown`` 0 = always 1.
+    """
+    if cooldown <= 0:
+        return 1.0
+    return max(0.0, min(1.0, (1.0 - progress) / cooldown))
 
 
 def parse_run_args(

@@ -35,6 +35,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from sidrec.train.common import (
+    budget_progress,
+    cooldown_factor,
     finish,
     make_accelerator,
     parse_run_args,
@@ -111,6 +113,9 @@ class GeneratorTrainConfig:
     mixed_precision no|bf16|fp16.
     Length: max_steps optimiser steps (0 = no limit) and/or epochs (0 = no limit); one must be set;
     max_minutes also stops after that much training time (validation excluded; 0 = no limit).
+    cooldown: over this last fraction of the budget (max_minutes, or max_steps / epochs, whichever ends
+    first) the learning rate falls linearly to 0 ("warm-up, stable, decay"; 0 = off). Validations before
+    the cooldown see the un-annealed model, so ``eval_at_minutes`` curves are unchanged by it.
     Validation: every eval_every steps (0 = only at the end) and when training time first reaches each of
     eval_at_minutes (learning curves at fixed budgets), on a fixed random valid_max_users users (0 = all),
     beam search with beam_size, early stop after patience validations without an NDCG@10 gain (0 = never).
@@ -149,6 +154,7 @@ class GeneratorTrainConfig:
     max_steps: int = 200000
     epochs: int = 0
     max_minutes: float = 0.0
+    cooldown: float = 0.0
     eval_every: int = 5000
     eval_at_minutes: list[float] = field(default_factory=list)
     valid_max_users: int = 0
@@ -172,7 +178,7 @@ class GeneratorTrainConfig:
         "hybrid_weights": Range(0), "prior_weights": Range(0, 1), "lr": Range(0, lo_open=True), "weight_decay": Range(0), "warmup_steps": Range(0),
         "batch_size": Range(1), "grad_accum": Range(1), "max_grad_norm": Range(0),
         "mixed_precision": Choice(("no", "bf16", "fp16")), "max_steps": Range(0), "epochs": Range(0),
-        "max_minutes": Range(0), "eval_every": Range(0), "eval_at_minutes": Range(0), "valid_max_users": Range(0),
+        "max_minutes": Range(0), "cooldown": Range(0, 1), "eval_every": Range(0), "eval_at_minutes": Range(0), "valid_max_users": Range(0),
         "eval_batch_size": Range(1),
         "beam_size": Range(10), "patience": Range(0), "save_every": Range(0), "keep_states": Range(1),
         "log_every": Range(1), "torch_threads": Range(0), "seed": Range(0),
@@ -402,14 +408,14 @@ def _save_state(accelerator, root: Path, progress: Progress, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def _synced_flags(accelerator, *flags: bool) -> list[bool]:
-    """The main process's flags on every rank: decisions from wall-clock time must not split the ranks
-    (one validating or stopping while another trains on would hang the next collective)."""
+def _synced_values(accelerator, *values: float) -> list[float]:
+    """The main process's values on every rank: decisions from wall-clock time must not split the ranks
+    (one validating or stopping while another trains on would hang the next collective, and ranks
+    stepping with different learning rates would drift apart)."""
     if accelerator.num_processes == 1:
-        return list(flags)
-    values = [float(f) if accelerator.is_main_process else 0.0 for f in flags]
-    total = accelerator.reduce(torch.tensor(values, device=accelerator.device), reduction="sum")
-    return [bool(v > 0) for v in total.tolist()]
+        return [float(v) for v in values]
+    mine = [float(v) if accelerator.is_main_process else 0.0 for v in values]
+    return accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").tolist()
 
 
 def _plan(cfg: GeneratorTrainConfig, run: Path, accelerator, *, inputs: dict[str, Any], resume: bool,
@@ -560,6 +566,7 @@ def _train_generator(
         metrics = _validate(accelerator, model, trie=trie, item_codes=item_codes, split=split,
                             user_ids=dataset.user_ids, cfg=cfg)
         entry = {"step": progress.step, "epoch": progress.epoch, "train_seconds": round(progress.train_seconds, 1),
+                 "lr": optimizer.param_groups[0]["lr"],  # the rate of the next step (after any cooldown)
                  **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}}
         progress.history.append(entry)
         extra = f", hybrid weight {metrics['hybrid_weight']:g}" if "hybrid_weight" in metrics else ""
@@ -605,23 +612,29 @@ def _train_generator(
             scheduler.step()
             progress.step += 1
             bar.update(1)
+            at_mark = out_of_time = False
+            if marks or cfg.max_minutes > 0 or cfg.cooldown > 0:  # time-based: the main process's view, on every rank
+                trained = progress.train_seconds + time.perf_counter() - tick
+                mark_due, time_up, spent = _synced_values(
+                    accelerator, progress.marks_done < len(marks) and trained >= 60 * marks[progress.marks_done],
+                    cfg.max_minutes > 0 and trained >= 60 * cfg.max_minutes,
+                    budget_progress(step=progress.step, total_steps=total, train_seconds=trained,
+                                    max_seconds=60 * cfg.max_minutes),
+                )
+                at_mark, out_of_time = bool(mark_due), bool(time_up)
+                if at_mark:
+                    progress.marks_done += 1
+                if cfg.cooldown > 0:  # the scheduler set this step's lr afresh; anneal it to the budget's end
+                    for group in optimizer.param_groups:
+                        group["lr"] *= cooldown_factor(spent, cfg.cooldown)
             if progress.step % cfg.log_every == 0 or progress.step == total:
                 means = meter.pop()
-                lr = scheduler.get_last_lr()[0]
+                lr = optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.2e}")
                 logger.info("step %d %s lr %.3e", progress.step,
                             " ".join(f"{k} {v:.4f}" for k, v in means.items()), lr)
                 progress.loss_curve.append([progress.step, round(means["loss"], 5)])
                 accelerator.log({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr}, step=progress.step)
-            at_mark = out_of_time = False
-            if marks or cfg.max_minutes > 0:  # time-based decisions: the main process's, on every rank
-                trained = progress.train_seconds + time.perf_counter() - tick
-                at_mark, out_of_time = _synced_flags(
-                    accelerator, progress.marks_done < len(marks) and trained >= 60 * marks[progress.marks_done],
-                    cfg.max_minutes > 0 and trained >= 60 * cfg.max_minutes,
-                )
-                if at_mark:
-                    progress.marks_done += 1
             if (cfg.eval_every > 0 and progress.step % cfg.eval_every == 0) or at_mark:
                 validate_and_keep()
                 if cfg.patience > 0 and progress.bad_evals >= cfg.patience:

@@ -25,7 +25,7 @@ from sidrec.data import PreparedDataset
 from sidrec.eval.baselines.sasrec import SasrecScorer
 from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
-from sidrec.train.common import LengthGroupedBatchSampler, finish, make_accelerator
+from sidrec.train.common import LengthGroupedBatchSampler, budget_progress, finish, make_accelerator
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
 from sidrec.utils.config import Choice, Range, Rule, validate_config
 from sidrec.utils.provenance import stage_record
@@ -56,6 +56,9 @@ class SasrecTrainConfig:
     max_minutes: stop after the first epoch whose training time (validation excluded, as in the
     generator's budget) passes this budget (0 = no limit). The log's ``train_seconds`` counts the same
     time; ``elapsed_seconds`` is the wall clock.
+    lr_schedule: "constant" keeps ``lr``; "linear" lowers it linearly to 0 at the end of the training
+    budget, whichever of epochs, max_steps and max_minutes ends first (a budget-aware decay: the
+    run's last epochs anneal instead of stopping at an arbitrary point of a constant-lr run).
     The best epoch so far is saved whenever valid NDCG@10 improves, so an interrupted run keeps it.
     """
 
@@ -67,6 +70,7 @@ class SasrecTrainConfig:
     attn_dropout: float = 0.5
     positions: str = "from_end"
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     adam_beta2: float = 0.999
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -87,6 +91,7 @@ class SasrecTrainConfig:
         "weight_decay": Range(0), "batch_size": Range(1), "epochs": Range(1), "patience": Range(1),
         "max_steps": Range(0), "valid_max_users": Range(0), "max_minutes": Range(0), "eval_batch_size": Range(1),
         "torch_threads": Range(0), "seed": Range(0), "positions": Choice(values=("from_end", "from_start")),
+        "lr_schedule": Choice(values=("constant", "linear")),
         "adam_beta2": Range(0, 1, hi_open=True), "length_group": Range(1), "length_chunks": Range(1),
     }
 
@@ -137,6 +142,13 @@ def collate_windows(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]
     return inputs, labels
 
 
+def scheduled_lr(cfg: SasrecTrainConfig, progress: float) -> float:
+    """The learning rate at ``progress`` (0 = start, 1 = budget spent) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * (1.0 - progress)
+    return cfg.lr
+
+
 def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConfig) -> dict[str, float]:
     """Valid-split ranking metrics (full catalog, history not excluded)."""
     split = dataset.eval_split("valid").sample(cfg.valid_max_users or None, seed=0)
@@ -178,12 +190,23 @@ def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path
     history: list[dict] = []
     best, best_epoch, step = -1.0, -1, 0
     t0, train_s = time.time(), 0.0  # wall clock; training time without validation
+    total_steps = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
     for epoch in range(cfg.epochs):
         t_epoch = time.time()
         sampler.set_epoch(epoch)
         model.train()
         total, n = 0.0, 0
         for inputs, labels in loader:
+            if cfg.lr_schedule != "constant":
+                progress = budget_progress(step=step, total_steps=total_steps, max_seconds=60 * cfg.max_minutes,
+                                           train_seconds=train_s + time.time() - t_epoch)
+                if accelerator.num_processes > 1:  # ranks must agree (their clocks differ a little)
+                    progress = accelerator.reduce(torch.tensor([progress], device=accelerator.device),
+                                                  reduction="max").item()
+                if progress >= 1.0:  # the learning rate has reached 0: the budget is spent mid-epoch
+                    break
+                for group in optim.param_groups:
+                    group["lr"] = scheduled_lr(cfg, progress)
             loss = model(inputs, labels, length_chunks=cfg.length_chunks)  # forward = loss (DDP syncs gradients)
             optim.zero_grad(set_to_none=True)
             accelerator.backward(loss)
@@ -194,6 +217,7 @@ def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path
         train_s += time.time() - t_epoch
         metrics = evaluate_valid(raw_model, dataset, cfg) if accelerator.is_main_process else {}
         entry = {"epoch": epoch + 1, "step": step, "loss": total / max(n, 1), "valid": metrics,
+                 "lr": optim.param_groups[0]["lr"],
                  "train_seconds": round(train_s, 1), "elapsed_s": round(time.time() - t0, 1)}
         history.append(entry)
         if accelerator.is_main_process:
@@ -207,7 +231,7 @@ def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path
                "elapsed_seconds": round(time.time() - t0, 1), "history": history}
         if accelerator.is_main_process:
             atomic_write_json(Path(out_dir) / "train_log.json", log)
-        out_of_time = bool(cfg.max_minutes and train_s > 60 * cfg.max_minutes)
+        out_of_time = bool(cfg.max_minutes and train_s >= 60 * cfg.max_minutes)
         if out_of_time:
             logger.info("stopping: time budget of %.1f min spent", cfg.max_minutes)
         stop = bool(cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience or out_of_time)
@@ -247,4 +271,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["SasrecTrainConfig", "collate_windows", "config_from_cli", "main", "train_sasrec", "training_windows"]
+__all__ = ["SasrecTrainConfig", "collate_windows", "config_from_cli", "main", "scheduled_lr", "train_sasrec", "training_windows"]
