@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -88,6 +89,39 @@ def score_model(
                                   cold_items=cold_items),
         "seconds": seconds,
     }
+
+
+UNTRAINED_BASELINES = ("popularity", "knn", "knn-last")  # scored from counts or text alone
+
+
+def training_record(run: Path, name: str) -> dict[str, Any] | None:
+    """How the scored model was trained, from its own log (the report's "training" column).
+
+    Generator rows (``generator``, ``generator (...)``: one checkpoint) read ``RUN/generator/training.json``:
+    ``{"minutes", "steps", "best_step"}``; ``sasrec`` reads ``RUN/baselines/sasrec/train_log.json``:
+    ``{"minutes", "epochs", "best_epoch"}``; the untrained baselines give ``{"minutes": 0.0}``. Minutes are
+    training time without validation. None (logged) when the log is missing or unreadable: the model
+    itself loaded, so the evaluation goes on.
+    """
+    from sidrec.utils.io import read_json
+
+    if name in UNTRAINED_BASELINES:
+        return {"minutes": 0.0}
+    if name == "generator" or name.startswith("generator ("):
+        path, fields = run / "generator" / "training.json", {"steps": "steps", "best_step": "best_step"}
+    elif name == "sasrec":
+        path, fields = run / "baselines" / "sasrec" / "train_log.json", {"epochs": "epochs_run",
+                                                                          "best_epoch": "best_epoch"}
+    else:
+        return None
+    try:
+        log = read_json(path)
+        record = {"minutes": round(float(log["train_seconds"]) / 60, 2)}
+        record.update({key: int(log[src]) for key, src in fields.items()})
+    except (ValueError, KeyError, TypeError) as e:
+        logger.warning("%s: no training record for the report (%s)", name, e)
+        return None
+    return record
 
 
 def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bool, explicit: bool) -> list:
@@ -197,6 +231,8 @@ def evaluate_run(
                     "num_items": dataset.num_items, "num_users": dataset.num_users,
                     "cold_items": dataset.num_cold_items},
         "git_commit": git_commit(), "generator_status": status,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"device": _device(), "cpu_cores": os.cpu_count()},
         "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
     }
     if generators:
@@ -219,6 +255,7 @@ def evaluate_run(
                           num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed,
                           cold_items=dataset.cold_items if dataset.num_cold_items else None)
         res["seconds"] = round(res["seconds"], 2)
+        res["training"] = training_record(run, scorer.name)
         if generators and scorer is generators[0]:
             result.update(res)
         elif scorer in generators:

@@ -23,6 +23,8 @@ TIGER_PAPER: dict[str, dict[str, float]] = {
     "toys": {"recall@10": 0.0712, "ndcg@10": 0.0432},
 }
 
+TIGER_PAPER_TRAINING = {"beauty": "200k steps (GPU)"}  # as the paper reports it
+
 TABLE_COLUMNS = ("recall@1", "recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 CI_COLUMNS = ("recall@10", "ndcg@10")
 
@@ -59,6 +61,17 @@ def _models(result: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return [(name, block["metrics"]) for name, block in _blocks(result)]
 
 
+def training_cell(record: dict[str, Any] | None) -> str:
+    """``"14.0 min, 3,260 steps (best 3,260)"`` / ``"5.2 min, 18 epochs (best 13)"`` / ``"none"`` / ``"-"``."""
+    if record is None:
+        return "-"
+    if "steps" in record:
+        return f"{record['minutes']:.1f} min, {record['steps']:,} steps (best {record['best_step']:,})"
+    if "epochs" in record:
+        return f"{record['minutes']:.1f} min, {record['epochs']} epochs (best {record['best_epoch']})"
+    return "none" if not record.get("minutes") else f"{record['minutes']:.1f} min"
+
+
 def render_report(result: dict[str, Any]) -> str:
     """Markdown report from the ``metrics.json`` object."""
     ds = result["dataset"]
@@ -70,22 +83,28 @@ def render_report(result: dict[str, Any]) -> str:
         f"- dataset fingerprint `{ds['fingerprint']}`, git commit `{result.get('git_commit') or 'unknown'}`",
         f"- bootstrap: {result['bootstrap']} resamples of users, seed {result['seed']}, 95% percentile CIs",
     ]
+    if "date" in result:
+        machine = result.get("machine", {})
+        lines.append(f"- evaluated {result['date']} on {machine.get('device', '?')} "
+                     f"({machine.get('cpu_cores', '?')} CPU cores); training minutes exclude validation")
     if not result.get("metrics"):
         lines.append(f"- generator: absent ({result.get('generator_status', 'not found')})")
     lines += ["", "## Overall", ""]
-    header = ["model", *TABLE_COLUMNS, "coverage@10", "mean pop@10", "invalid", "seconds"]
+    header = ["model", *TABLE_COLUMNS, "coverage@10", "mean pop@10", "invalid", "seconds", "training"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for name, block in _blocks(result):
         m, secs = block["metrics"], block.get("seconds")
         cells = [name, *(_fmt(m.get(c)) for c in TABLE_COLUMNS), _fmt(m.get("coverage")),
                  f"{m['mean_popularity']:.1f}" if "mean_popularity" in m else "-",
-                 _fmt(m.get("invalid_rate")), f"{secs:.1f}" if secs is not None else "-"]
+                 _fmt(m.get("invalid_rate")), f"{secs:.1f}" if secs is not None else "-",
+                 training_cell(block.get("training"))]
         lines.append("| " + " | ".join(cells) + " |")
     ref = paper_reference(ds["name"])
     if ref is not None:
         key, vals = ref
-        cells = [f"TIGER paper ({key})", *(_fmt(vals.get(c)) for c in TABLE_COLUMNS), "-", "-", "-", "-"]
+        cells = [f"TIGER paper ({key})", *(_fmt(vals.get(c)) for c in TABLE_COLUMNS), "-", "-", "-", "-",
+                 TIGER_PAPER_TRAINING.get(key, "as published")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## 95% bootstrap confidence intervals", ""]
     lines.append("| model | " + " | ".join(CI_COLUMNS) + " |")

@@ -169,3 +169,8 @@ def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):
         assert 0 <= block["metrics"]["recall@10"] <= 1 and block["metrics"]["invalid_rate"] == 0
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "generator (dense only)" in report and "generator (generation only)" in report
+    log = json.loads((item_run / "generator" / "training.json").read_text())
+    for block in [result, *result["generator_variants"].values()]:  # one checkpoint: one training record
+        assert block["training"] == {"minutes": round(log["train_seconds"] / 60, 2), "steps": log["steps"],
+                                     "best_step": log["best_step"]}
+    assert f"{log['steps']:,} steps (best {log['best_step']:,})" in report

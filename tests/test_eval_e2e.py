@@ -60,6 +60,14 @@ def test_evaluate_writes_three_files(eval_run):
     assert m["baselines"]["popularity"]["metrics"]["coverage"] == pytest.approx(10 / ds.num_items)
     report = (out / "report.md").read_text()
     assert "TIGER paper (beauty)" in report and "| sasrec |" in report
+    # each row says how its model was trained, from the model's own log; the report is dated
+    log = json.loads((eval_run / "baselines" / "sasrec" / "train_log.json").read_text())
+    assert m["baselines"]["sasrec"]["training"] == {"minutes": round(log["train_seconds"] / 60, 2), "epochs": 1,
+                                                    "best_epoch": 1}
+    assert m["baselines"]["knn"]["training"] == {"minutes": 0.0}
+    assert f"| {m['baselines']['sasrec']['training']['minutes']:.1f} min, 1 epochs (best 1) |" in report
+    assert "| none |" in report and "200k steps (GPU)" in report
+    assert f"- evaluated {m['date']} on cpu" in report and m["date"].endswith("UTC")
     # same seed, same numbers
     first = m
     main(["--run", str(eval_run), "--split", "test", "--bootstrap", "50", "--max-users", "120",
@@ -134,3 +142,20 @@ def test_evaluate_both_knn_baselines(tiny_run, tmp_path):
     assert KNN_BASELINES["knn"].window > 1 and KNN_BASELINES["knn-last"].window == 1
     # different queries on random embeddings: the two lists differ
     assert m["baselines"]["knn"]["metrics"] != m["baselines"]["knn-last"]["metrics"]
+
+
+def test_training_record_without_a_usable_log_is_unknown_not_an_error(tmp_path, caplog):
+    from sidrec.eval.evaluate import training_record
+    from sidrec.eval.report import training_cell
+
+    assert training_record(tmp_path, "sasrec") is None  # no log: the report shows "-"
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "generator" / "training.json").write_text("{not json")
+    with caplog.at_level("WARNING"):
+        assert training_record(tmp_path, "generator (dense only)") is None
+    assert "not valid JSON" in caplog.text
+    (tmp_path / "generator" / "training.json").write_text('{"train_seconds": 90.0, "steps": 1200, "best_step": 900}')
+    record = training_record(tmp_path, "generator")
+    assert record == {"minutes": 1.5, "steps": 1200, "best_step": 900}
+    assert training_cell(record) == "1.5 min, 1,200 steps (best 900)"
+    assert training_cell(training_record(tmp_path, "popularity")) == "none" and training_cell(None) == "-"
