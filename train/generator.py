@@ -554,6 +554,8 @@ def _train_generator(
 
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
+    # the step budget the cooldown ends with: max_steps or the epochs, whichever comes first
+    step_budget = min(b for b in (cfg.max_steps, cfg.epochs * steps_per_epoch) if b > 0)
     bar = tqdm(total=total, initial=progress.step, disable=not accelerator.is_local_main_process, desc="generator")
     stop = progress.step >= total
     meter = _LossMeter()
@@ -618,7 +620,7 @@ def _train_generator(
                 mark_due, time_up, spent = _synced_values(
                     accelerator, progress.marks_done < len(marks) and trained >= 60 * marks[progress.marks_done],
                     cfg.max_minutes > 0 and trained >= 60 * cfg.max_minutes,
-                    budget_progress(step=progress.step, total_steps=total, train_seconds=trained,
+                    budget_progress(step=progress.step, total_steps=step_budget, train_seconds=trained,
                                     max_seconds=60 * cfg.max_minutes),
                 )
                 at_mark, out_of_time = bool(mark_due), bool(time_up)
