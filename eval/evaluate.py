@@ -91,7 +91,9 @@ def score_model(
     }
 
 
-UNTRAINED_BASELINES = ("popularity", "knn", "knn-last")  # scored from counts or text alone
+# where a trained model's log is (relative to RUN) and which of its fields the training record keeps
+GENERATOR_LOG = ("generator/training.json", {"steps": "steps", "best_step": "best_step"})
+BASELINE_LOGS = {"sasrec": ("baselines/sasrec/train_log.json", {"epochs": "epochs_run", "best_epoch": "best_epoch"})}
 
 
 def training_record(run: Path, name: str) -> dict[str, Any] | None:
@@ -99,23 +101,20 @@ def training_record(run: Path, name: str) -> dict[str, Any] | None:
 
     Generator rows (``generator``, ``generator (...)``: one checkpoint) read ``RUN/generator/training.json``:
     ``{"minutes", "steps", "best_step"}``; ``sasrec`` reads ``RUN/baselines/sasrec/train_log.json``:
-    ``{"minutes", "epochs", "best_epoch"}``; the untrained baselines give ``{"minutes": 0.0}``. Minutes are
-    training time without validation. None (logged) when the log is missing or unreadable: the model
-    itself loaded, so the evaluation goes on.
+    ``{"minutes", "epochs", "best_epoch"}``; the other known baselines are not trained: ``{"minutes": 0.0}``.
+    Minutes are training time without validation. None (logged) when the log is missing or unreadable: the
+    model itself loaded, so the evaluation goes on.
     """
     from sidrec.utils.io import read_json
 
-    if name in UNTRAINED_BASELINES:
-        return {"minutes": 0.0}
     if name == "generator" or name.startswith("generator ("):
-        path, fields = run / "generator" / "training.json", {"steps": "steps", "best_step": "best_step"}
-    elif name == "sasrec":
-        path, fields = run / "baselines" / "sasrec" / "train_log.json", {"epochs": "epochs_run",
-                                                                          "best_epoch": "best_epoch"}
+        where, fields = GENERATOR_LOG
+    elif name in BASELINE_LOGS:
+        where, fields = BASELINE_LOGS[name]
     else:
-        return None
+        return {"minutes": 0.0} if name in KNOWN_BASELINES else None
     try:
-        log = read_json(path)
+        log = read_json(run / where)
         record = {"minutes": round(float(log["train_seconds"]) / 60, 2)}
         record.update({key: int(log[src]) for key, src in fields.items()})
     except (ValueError, KeyError, TypeError) as e:
