@@ -29,6 +29,7 @@ __all__ = [
     "budget_progress",
     "cooldown_factor",
     "latest_state",
+    "main_process_values",
     "make_accelerator",
     "parse_run_args",
     "prune_states",
@@ -80,6 +81,18 @@ def cooldown_factor(progress: float, cooldown: float) -> float:
     if cooldown <= 0:
         return 1.0
     return max(0.0, min(1.0, (1.0 - progress) / cooldown))
+
+
+def main_process_values(accelerator, *values: float) -> list[float]:
+    """The main process's values on every rank: decisions from wall-clock time must not split the ranks
+    (one validating or stopping while another trains on would hang the next collective, and ranks
+    stepping with different learning rates would drift apart)."""
+    if accelerator.num_processes == 1:
+        return [float(v) for v in values]
+    import torch
+
+    mine = [float(v) if accelerator.is_main_process else 0.0 for v in values]
+    return accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").tolist()
 
 
 def parse_run_args(

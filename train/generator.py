@@ -38,6 +38,7 @@ from sidrec.train.common import (
     budget_progress,
     cooldown_factor,
     finish,
+    main_process_values,
     make_accelerator,
     parse_run_args,
     prune_states,
@@ -408,16 +409,6 @@ def _save_state(accelerator, root: Path, progress: Progress, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def _synced_values(accelerator, *values: float) -> list[float]:
-    """The main process's values on every rank: decisions from wall-clock time must not split the ranks
-    (one validating or stopping while another trains on would hang the next collective, and ranks
-    stepping with different learning rates would drift apart)."""
-    if accelerator.num_processes == 1:
-        return [float(v) for v in values]
-    mine = [float(v) if accelerator.is_main_process else 0.0 for v in values]
-    return accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").tolist()
-
-
 def _plan(cfg: GeneratorTrainConfig, run: Path, accelerator, *, inputs: dict[str, Any], resume: bool,
           resume_id: str | None, overwrite: bool, keep_saved_config: bool,
           explicit_fields: Sequence[str] | frozenset[str] | None) -> TrainingPlan:
@@ -553,9 +544,7 @@ def _train_generator(
         accelerator.init_trackers("generator", config=config_to_dict(cfg))
 
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
-    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
-    # the step budget the cooldown ends with: max_steps or the epochs, whichever comes first
-    step_budget = min(b for b in (cfg.max_steps, cfg.epochs * steps_per_epoch) if b > 0)
+    total = min(b for b in (cfg.max_steps, cfg.epochs * steps_per_epoch) if b > 0)  # whichever ends first
     bar = tqdm(total=total, initial=progress.step, disable=not accelerator.is_local_main_process, desc="generator")
     stop = progress.step >= total
     meter = _LossMeter()
@@ -617,10 +606,10 @@ def _train_generator(
             at_mark = out_of_time = False
             if marks or cfg.max_minutes > 0 or cfg.cooldown > 0:  # time-based: the main process's view, on every rank
                 trained = progress.train_seconds + time.perf_counter() - tick
-                mark_due, time_up, spent = _synced_values(
+                mark_due, time_up, spent = main_process_values(
                     accelerator, progress.marks_done < len(marks) and trained >= 60 * marks[progress.marks_done],
                     cfg.max_minutes > 0 and trained >= 60 * cfg.max_minutes,
-                    budget_progress(step=progress.step, total_steps=step_budget, train_seconds=trained,
+                    budget_progress(step=progress.step, total_steps=total, train_seconds=trained,
                                     max_seconds=60 * cfg.max_minutes),
                 )
                 at_mark, out_of_time = bool(mark_due), bool(time_up)

@@ -25,7 +25,13 @@ from sidrec.data import PreparedDataset
 from sidrec.eval.baselines.sasrec import SasrecScorer
 from sidrec.eval.metrics import ranking_metrics
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
-from sidrec.train.common import LengthGroupedBatchSampler, budget_progress, finish, make_accelerator
+from sidrec.train.common import (
+    LengthGroupedBatchSampler,
+    budget_progress,
+    finish,
+    main_process_values,
+    make_accelerator,
+)
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
 from sidrec.utils.config import Choice, Range, Rule, validate_config
 from sidrec.utils.provenance import stage_record
@@ -200,9 +206,7 @@ def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path
             if cfg.lr_schedule != "constant":
                 progress = budget_progress(step=step, total_steps=total_steps, max_seconds=60 * cfg.max_minutes,
                                            train_seconds=train_s + time.time() - t_epoch)
-                if accelerator.num_processes > 1:  # ranks must agree (their clocks differ a little)
-                    progress = accelerator.reduce(torch.tensor([progress], device=accelerator.device),
-                                                  reduction="max").item()
+                progress, = main_process_values(accelerator, progress)  # ranks' clocks differ a little
                 if progress >= 1.0:  # the learning rate has reached 0: the budget is spent mid-epoch
                     break
                 for group in optim.param_groups:
