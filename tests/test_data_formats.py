@@ -118,6 +118,16 @@ def test_amazon_order_is_user_then_time_ties_in_file_order(tmp_path):
     assert dropped["items_without_interactions"] == 1
 
 
+def _reject_second_review_line(folder, reviews: str, good: str, line: str, meta: str, meta_row: str, match: str):
+    """A reviews file whose first line is good and second is ``line``, beside its meta file: reading it fails
+    with ``match`` (the file and line named)."""
+    folder.mkdir()
+    _write(folder / reviews, [good, line])
+    _write(folder / meta, [meta_row])
+    with pytest.raises(ValueError, match=match):
+        read_dataset(folder)
+
+
 @pytest.mark.parametrize(("line", "match"), [
     ('{"user_id": "u1", "timestamp": 5}', r"X\.jsonl, line 2: missing field 'parent_asin'"),
     ('{"user_id": "u1", "parent_asin": "a", "timestamp": "soon"}', r"X\.jsonl, line 2: field 'timestamp' must be an integer"),
@@ -126,12 +136,8 @@ def test_amazon_order_is_user_then_time_ties_in_file_order(tmp_path):
     ('{"user_id": "", "parent_asin": "a", "timestamp": 5}', r"X\.jsonl, line 2: missing field 'user_id'"),
 ])
 def test_amazon2023_bad_review_lines_name_file_and_line(tmp_path, line, match):
-    folder = tmp_path / "a23"
-    folder.mkdir()
-    _write(folder / "X.jsonl", ['{"user_id": "u0", "parent_asin": "a", "timestamp": 1}', line])
-    _write(folder / "meta_X.jsonl", ['{"parent_asin": "a", "title": "A"}'])
-    with pytest.raises(ValueError, match=match):
-        read_dataset(folder)
+    _reject_second_review_line(tmp_path / "a23", "X.jsonl", '{"user_id": "u0", "parent_asin": "a", "timestamp": 1}',
+                               line, "meta_X.jsonl", '{"parent_asin": "a", "title": "A"}', match)
 
 
 @pytest.mark.parametrize(("line", "match"), [
@@ -145,11 +151,8 @@ def test_amazon2023_bad_review_lines_name_file_and_line(tmp_path, line, match):
 ])
 def test_amazon2018_bad_review_lines_name_file_and_line(tmp_path, line, match):
     folder = tmp_path / "a18"
-    folder.mkdir()
-    _write(folder / "Beauty.json.gz", ['{"reviewerID": "u0", "asin": "a", "unixReviewTime": 1}', line])
-    _write(folder / "meta_Beauty.json.gz", ['{"asin": "a", "title": "A"}'])
-    with pytest.raises(ValueError, match=match):
-        read_dataset(folder)
+    _reject_second_review_line(folder, "Beauty.json.gz", '{"reviewerID": "u0", "asin": "a", "unixReviewTime": 1}',
+                               line, "meta_Beauty.json.gz", '{"asin": "a", "title": "A"}', match)
     (folder / "meta_Beauty.json.gz").unlink()
     with pytest.raises(ValueError, match=r"missing meta_Beauty\.json\.gz next to Beauty\.json\.gz"):
         read_dataset(folder, "amazon2018")
