@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from sidrec.data.rawio import paused_gc
 from sidrec.utils import atomic_dir
+from sidrec.utils.memory import paused_gc
 
 logger = logging.getLogger(__name__)
 

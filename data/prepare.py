@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 from sidrec.data.cold import split_cold_items
 from sidrec.data.dataset import FlatSequences, PreparedDataset
 from sidrec.data.raw import RawDataset
-from sidrec.data.rawio import paused_gc
 from sidrec.data.text import DEFAULT_TEMPLATE, render_item_text, template_fields, validate_template
 from sidrec.utils.config import Range, Rule, Text
+from sidrec.utils.memory import paused_gc
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from sidrec.data import amazon2014, amazon2018, amazon2023
 from sidrec.data.generic import read_generic
 from sidrec.data.movielens import read_movielens_1m, read_movielens_100k
 from sidrec.data.raw import RawDataset
-from sidrec.data.rawio import paused_gc
+from sidrec.utils.memory import paused_gc
 
 __all__ = ["READERS", "RawDataset", "detect_format", "read_dataset"]
 

@@ -1,4 +1,5 @@
-"""sidrec.decoding: catalog trie over semantic IDs and trie-constrained beam search."""
+"""sidrec.decoding: catalog trie over semantic IDs, trie-constrained beam search, exact ranking, and the
+settings (``DecodingSettings``) a trained generator ranks with."""
 
 from sidrec.decoding.beam import BeamSearchResult, UserExclusions, constrained_beam_search
 from sidrec.decoding.hf_oracle import hf_constrained_generate, topk_mismatches, trie_prefix_allowed_tokens_fn
@@ -6,16 +7,19 @@ from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.recommend import (
     Candidates,
     beam_candidates,
-    default_beam_size,
     has_dense_head,
     popularity_prior,
     recommend_topk,
 )
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
+from sidrec.decoding.settings import DECODING_FILE, DEFAULT_BEAM_SIZE, DecodingSettings
 from sidrec.decoding.t5_step import T5IncrementalDecoder
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = [
+    "DECODING_FILE",
+    "DEFAULT_BEAM_SIZE",
+    "DecodingSettings",
     "BeamSearchResult",
     "Candidates",
     "CodePrior",
@@ -24,7 +28,6 @@ __all__ = [
     "UserExclusions",
     "beam_candidates",
     "constrained_beam_search",
-    "default_beam_size",
     "has_dense_head",
     "hf_constrained_generate",
     "hybrid_rank",

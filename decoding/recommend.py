@@ -6,8 +6,8 @@ validation, ``sidrec evaluate`` and ``sidrec.Recommender``.
 2. ``constrained_beam_search`` proposes ``beam_size`` catalog items per user (retrieval), optionally
    corrected for popularity (``prior_weight``, chosen on VALID: rare items get through);
 3. a generator with a dense head scores those candidates (``model.dense_scores``) and ``hybrid_rank``
-   orders them by ``logp + weight * dense`` (``weight`` defaults to the one chosen on VALID and stored
-   in the checkpoint's config; 0 = generation only);
+   orders them by ``logp + weight * dense`` (the weight chosen on VALID, ``DecodingSettings.dense_weight``,
+   saved in ``generator/decoding.json``; 0 = generation only);
 4. optionally TIGER's epsilon: a share of the top-k reserved for cold (new) items of the same beam.
 """
 
@@ -23,12 +23,10 @@ from torch import nn
 from sidrec.decoding.beam import constrained_beam_search
 from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
+from sidrec.decoding.settings import DecodingSettings
 from sidrec.decoding.trie import CatalogTrie
 
-__all__ = ["DEFAULT_BEAM_SIZE", "Candidates", "beam_candidates", "default_beam_size", "has_dense_head",
-           "popularity_prior", "recommend_topk"]
-
-DEFAULT_BEAM_SIZE = 20  # TIGER's beam; a checkpoint trained with another one records it
+__all__ = ["Candidates", "beam_candidates", "has_dense_head", "popularity_prior", "recommend_topk"]
 
 
 def has_dense_head(model: nn.Module) -> bool:
@@ -43,11 +41,6 @@ def popularity_prior(model: nn.Module, trie: CatalogTrie) -> CodePrior:
         raise ValueError(f"a popularity-corrected search needs training counts; the {model.family!r} family does "
                          "not carry them (use prior_weight 0)")
     return CodePrior(trie=trie, item_counts=counts)
-
-
-def default_beam_size(model: nn.Module) -> int:
-    """The beam the generator was validated (and its hybrid weight chosen) with: ``config.beam_size``, else 20."""
-    return int(getattr(model.config, "beam_size", DEFAULT_BEAM_SIZE))
 
 
 @dataclass(frozen=True)
@@ -125,26 +118,20 @@ def beam_candidates(
 
 def recommend_topk(
     model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, k: int,
-    beam_size: int | None = None, weight: float | None = None, cold: np.ndarray | None = None,
-    cold_share: float = 0.0, prior_weight: float | None = None, **kwargs,
+    settings: DecodingSettings | None = None, cold: np.ndarray | None = None, cold_share: float = 0.0, **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items ``(U, k)`` and their scores, best first (``-1`` / ``-inf`` where fewer exist).
 
-    ``beam_size``: None = the checkpoint's (``default_beam_size``); raised to ``k`` if smaller.
-    ``weight``: dense weight of the hybrid ranking; None = the model's ``hybrid_weight`` (0 without a dense
-    head). ``prior_weight``: popularity correction of the search; None = the model's ``prior_weight`` (chosen
-    on VALID; 0 when absent). ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for
-    ``cold`` items (``bool (N,)``) from the same candidates (``reserve_cold``; 0 = off). Other keyword
-    arguments go to ``beam_candidates``.
+    ``settings``: the generator's ``DecodingSettings`` (beam size, dense weight, popularity correction; None =
+    the defaults); the beam is raised to ``k`` if smaller, and the dense weight only applies to a generator
+    with a dense head. ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for ``cold``
+    items (``bool (N,)``) from the same candidates (``reserve_cold``; 0 = off). Other keyword arguments go
+    to ``beam_candidates``.
     """
-    if beam_size is None:
-        beam_size = default_beam_size(model)
-    if prior_weight is None:
-        prior_weight = float(getattr(model.config, "prior_weight", 0.0))
-    if weight is None:
-        weight = float(getattr(model.config, "hybrid_weight", 0.0)) if has_dense_head(model) else 0.0
-    candidates = beam_candidates(model, trie, histories, beam_size=max(beam_size, k), with_dense=weight != 0,
-                                 prior_weight=prior_weight, **kwargs)
+    settings = settings or DecodingSettings()
+    weight = settings.dense_weight if has_dense_head(model) else 0.0
+    candidates = beam_candidates(model, trie, histories, beam_size=max(settings.beam_size, k), with_dense=weight != 0,
+                                 prior_weight=settings.prior_weight, **kwargs)
     if cold_share > 0:
         if cold is None:
             raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")

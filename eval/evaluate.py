@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from sidrec.eval.metrics import DEFAULT_KS, catalog_metrics, per_user_metrics, target_ranks
 from sidrec.eval.report import write_report
 from sidrec.eval.slices import bootstrap_ci, standard_slices
 from sidrec.utils import atomic_write_json, configure_logging
+from sidrec.utils.metrics import DEFAULT_KS, catalog_metrics, per_user_metrics, target_ranks
+from sidrec.utils.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,10 @@ def score_model(
     }
 
 
-# where a trained model's log is (relative to RUN) and which of its fields the training record keeps
-GENERATOR_LOG = ("generator/training.json", {"steps": "steps", "best_step": "best_step"})
-BASELINE_LOGS = {"sasrec": ("baselines/sasrec/train_log.json", {"epochs": "epochs_run", "best_epoch": "best_epoch"})}
+# where a trained model's log is (in its RunFolder) and which of its fields the training record keeps
+GENERATOR_LOG = (lambda folder: folder.generator_dir / "training.json", {"steps": "steps", "best_step": "best_step"})
+BASELINE_LOGS = {"sasrec": (lambda folder: folder.sasrec_dir / "train_log.json",
+                            {"epochs": "epochs_run", "best_epoch": "best_epoch"})}
 
 
 def training_record(run: Path, name: str) -> dict[str, Any] | None:
@@ -114,7 +116,7 @@ def training_record(run: Path, name: str) -> dict[str, Any] | None:
     else:
         return {"minutes": 0.0} if name in KNOWN_BASELINES else None
     try:
-        log = read_json(run / where)
+        log = read_json(where(RunFolder(run)))
         record = {"minutes": round(float(log["train_seconds"]) / 60, 2)}
         record.update({key: int(log[src]) for key, src in fields.items()})
     except (ValueError, KeyError, TypeError) as e:
@@ -134,24 +136,17 @@ def build_baselines(names: list[str], *, run: Path, dataset, exclude_history: bo
             scorers.append(PopularityScorer(counts=dataset.train_item_counts(), exclude_history=exclude_history))
         elif name in KNN_BASELINES:  # knn (recent items, the VALID winner), knn-last (last item)
             scorers.append(KnnScorer.from_texts(dataset.item_texts, template=dataset.text_template,
-                                                cache_dir=run / "cache", exclude_history=exclude_history,
+                                                cache_dir=RunFolder(run).cache_dir, exclude_history=exclude_history,
                                                 name=name))
         elif name == "sasrec":
-            folder = run / "baselines" / "sasrec"
-            if not (folder / "model.safetensors").is_file():
-                msg = f"{folder} holds no trained SASRec; run `python -m sidrec.train.sasrec --run {run}` first"
-                if explicit:
-                    raise ValueError(msg)
-                logger.info("skipping sasrec: %s", msg)
-                continue
             from sidrec.eval.baselines.sasrec import SasrecScorer
-            from sidrec.utils.provenance import check_dataset
 
-            scorer = SasrecScorer.from_pretrained(folder, exclude_history=exclude_history, device=_device())
-            recorded = (scorer.model.provenance or {}).get("dataset_fingerprint")
-            check_dataset(recorded, dataset.fingerprint(), stage=str(folder), dataset=f"{run}/dataset",
-                          fix=f"sidrec sasrec --run {run} --overwrite")
-            scorers.append(scorer)
+            folder = RunFolder(run)
+            if not (folder.sasrec_dir / "model.safetensors").is_file() and not explicit:
+                logger.info("skipping sasrec: %s holds no trained SASRec (`%s`)", folder.sasrec_dir, folder.rerun("sasrec"))
+                continue
+            model = folder.sasrec(dataset_fingerprint=dataset.fingerprint())
+            scorers.append(SasrecScorer(model=model, exclude_history=exclude_history, device=_device()))
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(KNOWN_BASELINES)}")
     return scorers
@@ -166,17 +161,20 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
     (when it uses one) and the dense head alone over the whole catalog; then one
     row per ``cold_shares`` value (TIGER's epsilon: that share of each list reserved for cold items).
     """
-    missing = [p for p in ("generator/model.safetensors", "tokenizer/config.json") if not (run / p).is_file()]
-    if missing:
-        return [], f"missing {', '.join(str(run / p) for p in missing)}"
     from sidrec.decoding import has_dense_head
     from sidrec.eval.generator import GeneratorScorer
+
+    folder = RunFolder(run)
+    missing = [p for p in (folder.generator_dir / "model.safetensors", folder.tokenizer_dir / "config.json")
+               if not p.is_file()]
+    if missing:
+        return [], f"missing {', '.join(str(p) for p in missing)}"
 
     main = GeneratorScorer.from_run(run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
                                     dataset_fingerprint=dataset.fingerprint(), beam_size=beam_size,
                                     batch_size=batch_size, exclude_history=exclude_history, device=_device())
     modes = ["generation", "dense"] if has_dense_head(main.model) else []
-    if getattr(main.model.config, "prior_weight", 0.0):
+    if main.settings.prior_weight:
         modes.insert(1, "uncorrected")
     variants = [main.variant(mode) for mode in modes]
     if cold_shares and not main.cold.any():
@@ -207,7 +205,7 @@ def evaluate_run(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     run = Path(run)
-    out_dir = Path(out) if out is not None else run / "eval"
+    out_dir = Path(out) if out is not None else RunFolder(run).eval_dir
     refuse_existing(run, "evaluate", overwrite=overwrite, outputs=[str((out_dir / "metrics.json").absolute())])
     dataset = PreparedDataset.load(run)
     data = dataset.eval_split(split).sample(max_users, seed=seed)  # random users: file order is not random
@@ -235,17 +233,17 @@ def evaluate_run(
         "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
     }
     if generators:
-        from sidrec.decoding import default_beam_size
         from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR
 
-        effective = beam_size or default_beam_size(generators[0].model)
+        settings = generators[0].settings  # the checkpoint's own, with any --beam-size applied
+        effective = settings.beam_size
         if effective < LIST_LENGTH:  # recommend_topk widens it to the list length; say so and record that
             logger.info("the generator was validated with beam %d; the %d-item lists are decoded with beam %d",
                         effective, LIST_LENGTH, LIST_LENGTH)
             effective = LIST_LENGTH
         result["config"]["beam_size"] = effective
-        result["generator"] = {"family": generators[0].model.family,
-                               "hybrid_weight": float(getattr(generators[0].model.config, "hybrid_weight", 0.0)),
+        result["generator"] = {"family": generators[0].model.family, "hybrid_weight": settings.dense_weight,
+                               "decoding": settings.to_dict(),
                                "provenance": getattr(generators[0].model.config, GENERATOR_PROVENANCE_ATTR, None),
                                "semantic_ids": generators[0].table}
     for scorer in generators + scorers:
@@ -315,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                           beam_size=args.beam_size, batch_size=args.batch_size,
                           generator=not args.no_generator, out=args.out, overwrite=args.overwrite,
                           cold_shares=cold_shares)
-    out_dir = Path(args.out) if args.out else Path(args.run) / "eval"
+    out_dir = Path(args.out) if args.out else RunFolder(args.run).eval_dir
     rows = [("generator", result)] if result["metrics"] else []
     rows += list(result["generator_variants"].items()) + list(result["baselines"].items())
     width = max((len(name) for name, _ in rows), default=12)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,16 +32,16 @@ class GeneratorScorer:
     """Top-k items from ``RUN/generator`` + ``RUN/tokenizer``.
 
     The trie holds every catalog item, so every item the beam returns is a real item (invalid rate 0 by
-    construction; the harness still measures it). ``beam_size``: None = the checkpoint's own
-    (``default_beam_size``); raised to ``k`` if smaller.
+    construction; the harness still measures it). ``settings``: the generator's ``DecodingSettings`` (None =
+    the defaults); ``beam_size`` overrides its beam (raised to ``k`` if smaller).
     """
 
     def __init__(
-        self, *, model, tokenizer, user_ids: list[str] | None = None, beam_size: int | None = None,
+        self, *, model, tokenizer, settings=None, user_ids: list[str] | None = None, beam_size: int | None = None,
         batch_size: int = 64, exclude_history: bool = False, device: str | torch.device = "cpu",
         mode: str = "default", cold_share: float = 0.0,
     ) -> None:
-        from sidrec.decoding import CatalogTrie, has_dense_head
+        from sidrec.decoding import CatalogTrie, DecodingSettings, has_dense_head
 
         _check(mode, cold_share)
         if mode == "dense" and not has_dense_head(model):
@@ -50,8 +49,10 @@ class GeneratorScorer:
         self.model = model.to(device).eval()
         self.codes = np.asarray(tokenizer.codes)  # (N, L)
         self.trie = CatalogTrie(codes=self.codes, level_sizes=tokenizer.level_sizes)
+        self.settings = settings or DecodingSettings()
+        if beam_size is not None:
+            self.settings = self.settings.replace(beam_size=beam_size)
         self.user_ids = user_ids
-        self.beam_size = beam_size
         self.batch_size = batch_size
         self.exclude_history = exclude_history
         self.device = torch.device(device)
@@ -68,28 +69,14 @@ class GeneratorScorer:
         cls, run: str | os.PathLike, *, item_ids: list[str], user_ids: list[str] | None = None,
         dataset_fingerprint: str | None = None, **kwargs
     ) -> GeneratorScorer:
-        """Load ``RUN/generator`` (any family) and ``RUN/tokenizer``; checks both cover this catalog and, by
-        their provenance, were built from this dataset (``dataset_fingerprint``) and from each other."""
-        from sidrec.seqmodel import check_generator_provenance, check_item_table, load_generator
-        from sidrec.tokenizer import SemanticIdTokenizer
-        from sidrec.utils.provenance import check_dataset
+        """Load ``RUN/generator`` (any family, with its decoding settings) and ``RUN/tokenizer`` through
+        ``RunFolder``, which checks both cover this catalog and were built from this dataset and each other."""
+        from sidrec.utils.run_folder import RunFolder
 
-        run = Path(run)
-        tokenizer = SemanticIdTokenizer.from_pretrained(run / "tokenizer")
-        check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(run / "tokenizer"),
-                      dataset=str(run / "dataset"), fix=f"sidrec tokenize --run {run} --overwrite")
-        if list(tokenizer.item_ids) != list(item_ids):
-            raise ValueError(
-                f"{run / 'tokenizer'} was fitted on another catalog than {run / 'dataset'} "
-                "(item ids differ); retrain the tokenizer on this run"
-            )
-        model = load_generator(run / "generator")
-        check_generator_provenance(model, tokenizer, generator_dir=run / "generator",
-                                   tokenizer_dir=run / "tokenizer", dataset_fingerprint=dataset_fingerprint,
-                                   dataset_dir=run / "dataset", rerun=f"sidrec train --run {run} --overwrite")
-        check_item_table(model, tokenizer.codes, where=str(run))
-        scorer = cls(model=model, tokenizer=tokenizer, user_ids=user_ids, **kwargs)
-        scorer.table = tokenizer.table_record()
+        loaded = RunFolder(run).generator(item_ids=item_ids, dataset_fingerprint=dataset_fingerprint)
+        scorer = cls(model=loaded.model, tokenizer=loaded.tokenizer, settings=loaded.settings, user_ids=user_ids,
+                     **kwargs)
+        scorer.table = loaded.tokenizer.table_record()
         return scorer
 
     def variant(self, mode: str = "default", *, cold_share: float = 0.0) -> GeneratorScorer:
@@ -113,21 +100,20 @@ class GeneratorScorer:
             if user_index is None:
                 raise ValueError("this generator uses user tokens; pass user_index to recommend()")
             uids = [self.user_ids[u] for u in user_index]
-        weight, prior_weight = None, None  # the checkpoint's own (chosen on VALID)
+        settings = self.settings  # the checkpoint's own (chosen on VALID)
         if self.mode == "generation":
-            weight, prior_weight = 0.0, 0.0
+            settings = settings.replace(dense_weight=0.0, prior_weight=0.0)
         elif self.mode == "uncorrected":
-            config = self.model.config
-            weight, prior_weight = float(getattr(config, "hybrid_weight_plain", config.hybrid_weight)), 0.0
+            settings = settings.replace(dense_weight=settings.plain_weight, prior_weight=0.0)
         items, _ = recommend_topk(
-            self.model, self.trie, histories, k=k, beam_size=self.beam_size, weight=weight,
-            prior_weight=prior_weight, item_codes=self.codes, user_ids=uids, exclude_history=self.exclude_history,
-            batch_size=self.batch_size, cold=self.cold, cold_share=self.cold_share,
+            self.model, self.trie, histories, k=k, settings=settings, item_codes=self.codes, user_ids=uids,
+            exclude_history=self.exclude_history, batch_size=self.batch_size, cold=self.cold,
+            cold_share=self.cold_share,
         )
         return items.numpy().astype(np.int64)
 
     def _dense(self, histories: list[list[int]], k: int) -> np.ndarray:
-        from sidrec.eval.baselines.base import topk_from_scores
+        from sidrec.decoding.topk import topk_from_scores
 
         removed = torch.from_numpy(~self.trie.active).to(self.device)  # (N,) items taken out of the catalog
         out = []

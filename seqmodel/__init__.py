@@ -17,8 +17,6 @@ _EXPORTS = {
     "ItemLevelGenerator": "sidrec.seqmodel.item_model",
     "GENERATOR_FAMILIES": "sidrec.seqmodel.families",
     "load_generator": "sidrec.seqmodel.families",
-    "check_item_table": "sidrec.seqmodel.families",
-    "check_generator_provenance": "sidrec.seqmodel.families",
     "build_t5_config": "sidrec.seqmodel.model",
     "MASK_VALUE": "sidrec.seqmodel.model",
     "encode_histories": "sidrec.seqmodel.inputs",

@@ -2,8 +2,9 @@
 
 ``config.json`` of a generator folder says which family wrote it (``sidrec_family``; folders from before
 the key existed are ``tiger``). Inference code loads any of them with ``load_generator(folder)`` and then
-uses the common contract: ``history_inputs``, the HF encoder/decoder layout the beam search runs, and,
-for a family with a dense head, ``dense_scores`` and ``config.hybrid_weight``.
+uses the common contract: ``history_inputs``, the HF encoder/decoder layout the beam search runs (beam
+families) or ``digit_log_probs`` (exact families), and, for a family with a dense head, ``dense_scores``.
+The checks against the tokenizer and the dataset are ``sidrec.utils.run_folder.RunFolder``'s.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 from sidrec.seqmodel.item_model import ItemLevelGenerator
 from sidrec.seqmodel.model import CONFIG_FILE, SemanticIdGenerator
 from sidrec.utils import read_json
 
-__all__ = ["GENERATOR_FAMILIES", "check_generator_provenance", "check_item_table", "load_generator"]
+__all__ = ["GENERATOR_FAMILIES", "load_generator"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,43 +44,3 @@ def load_generator(directory: str | os.PathLike) -> SemanticIdGenerator:
         raise ValueError(f"{folder}: unknown generator family {family!r} (this sidrec knows "
                          f"{', '.join(sorted(GENERATOR_FAMILIES))}); upgrade sidrec or retrain")
     return cls.from_pretrained(folder)
-
-
-def check_item_table(model, codes: np.ndarray, *, where: str) -> None:
-    """A generator that carries its own item table (item family) must hold the tokenizer's codes.
-
-    A refitted tokenizer gives other codes to the same items; the generator would then read and
-    generate IDs that mean something else. ``ValueError`` naming the fix.
-    """
-    own = getattr(model, "item_codes", None)
-    if own is None:
-        return
-    if own.shape != np.shape(codes) or not np.array_equal(own, codes):
-        raise ValueError(
-            f"{where}: the generator was trained on other semantic IDs than the tokenizer now holds "
-            f"({own.shape[0]} vs {len(codes)} items, codes differ); retrain the generator "
-            "(`sidrec train --run RUN`) after refitting the tokenizer"
-        )
-
-
-def check_generator_provenance(
-    model, tokenizer, *, generator_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, rerun: str,
-    dataset_fingerprint: str | None = None, dataset_dir: str | os.PathLike | None = None,
-) -> None:
-    """The generator's recorded inputs (``config.json`` ``sidrec_provenance``) against the tokenizer's table
-    (its recorded rows must be unchanged; rows appended later, cold-start items, are fine) and, in a run
-    folder, the dataset fingerprint. ``ProvenanceError`` naming both fingerprints and ``rerun``.
-    """
-    from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR, check_dataset, check_table
-
-    record = getattr(model.config, GENERATOR_PROVENANCE_ATTR, None)
-    if not isinstance(record, dict):
-        logger.warning("%s records no provenance (trained by an older sidrec): its semantic IDs are not checked "
-                       "against %s", generator_dir, tokenizer_dir)
-        return
-    check_dataset(record.get("dataset_fingerprint"), dataset_fingerprint, stage=str(generator_dir),
-                  dataset=str(dataset_dir), fix=rerun)
-    check_table(record.get("semantic_ids"), tokenizer.item_ids, tokenizer.codes,
-                recorded_by=f"{generator_dir}/config.json", table=f"{tokenizer_dir}/semantic_ids.tsv",
-                fix=f"retrain the generator on this tokenizer (`{rerun}`) or restore the tokenizer it was trained with",
-                exact=False)

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import T5Config
 from transformers.utils import ModelOutput
 
+from sidrec.seqmodel.config import ItemGeneratorConfig
 from sidrec.seqmodel.item_encoder import PAD_ITEM, CausalItemEncoder, ItemEmbedder
 from sidrec.seqmodel.model import SemanticIdGenerator, build_t5_config
 from sidrec.seqmodel.vocab import PAD_TOKEN_ID, SemanticIdVocab
@@ -51,9 +51,9 @@ FAMILY = "item"
 def build_item_config(
     *, vocab: SemanticIdVocab, num_items: int, text_dim: int, num_id_rows: int, max_items: int = 50,
     id_dropout: float = 0.0, dense_head: bool = True, dense_loss_weight: float = 1.0, distill_weight: float = 0.0,
-    hybrid_weight: float = 0.0, **t5_kwargs,
-) -> T5Config:
-    """A T5Config for ``ItemLevelGenerator`` (T5 sizes as in ``build_t5_config``) plus the item-table sizes.
+    **t5_kwargs,
+) -> ItemGeneratorConfig:
+    """An ``ItemGeneratorConfig`` (T5 sizes as in ``build_t5_config``) with the item-table sizes.
 
     Args:
         vocab: the semantic-ID vocabulary (no user buckets: the item family has no user token).
@@ -67,22 +67,15 @@ def build_item_config(
         distill_weight: weight of the self-distillation loss: at each level the decoder also learns the
             dense head's distribution over the next code given the true prefix (a soft target carrying
             what the dense head knows about every item, where the one-hot target carries one item).
-        hybrid_weight: weight of the dense score when ranking the beam's candidates (0 = generation only).
     """
     if vocab.num_user_buckets:
         raise ValueError("the item family has no user token; build its vocab with num_user_buckets=0")
-    config = build_t5_config(vocab=vocab, max_items=max_items, **t5_kwargs)
-    config.sidrec_family = FAMILY
-    config.num_items = int(num_items)
-    config.text_dim = int(text_dim)
-    config.num_id_rows = int(num_id_rows)
-    config.id_dropout = float(id_dropout)
-    config.dense_head = bool(dense_head)
-    config.dense_loss_weight = float(dense_loss_weight)
-    config.distill_weight = float(distill_weight)
-    config.hybrid_weight = float(hybrid_weight)
-    config.prior_weight = 0.0  # popularity correction of the beam search, chosen on VALID after training
-    return config
+    return build_t5_config(
+        vocab=vocab, max_items=max_items, config_class=ItemGeneratorConfig, sidrec_family=FAMILY,
+        num_items=int(num_items), text_dim=int(text_dim), num_id_rows=int(num_id_rows), id_dropout=float(id_dropout),
+        dense_head=bool(dense_head), dense_loss_weight=float(dense_loss_weight), distill_weight=float(distill_weight),
+        **t5_kwargs,
+    )
 
 
 def item_id_rows(train_counts: np.ndarray, min_count: int) -> np.ndarray:
@@ -135,11 +128,12 @@ class ItemLevelGenerator(SemanticIdGenerator):
     """
 
     family = FAMILY
+    config_class = ItemGeneratorConfig
 
-    def __init__(self, config: T5Config) -> None:
+    def __init__(self, config: ItemGeneratorConfig) -> None:
         super().__init__(config)
-        if getattr(config, "sidrec_family", None) != FAMILY:
-            raise ValueError(f"config is for the {getattr(config, 'sidrec_family', 'tiger')!r} family, not {FAMILY!r}")
+        if config.sidrec_family != FAMILY:
+            raise ValueError(f"config is for the {config.sidrec_family!r} family, not {FAMILY!r}")
         n, levels, text_dim = int(config.num_items), self.vocab.num_levels, int(config.text_dim)
         embedder = ItemEmbedder(
             token_embedding=self.shared, item_tokens=torch.zeros(n, levels, dtype=torch.long),
@@ -167,7 +161,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
 
     @classmethod
     def build(
-        cls, config: T5Config, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray,
+        cls, config: ItemGeneratorConfig, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray,
         item_counts: np.ndarray | None = None,
     ) -> ItemLevelGenerator:
         """A new model whose item table is ``item_codes (N, L)``, ``text (N, Dt)``, ``id_rows (N,)`` and the
@@ -400,7 +394,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         losses = self.sequence_losses(input_ids, attention_mask, target_items,
                                       dense_weight=float(self.config.dense_loss_weight),
-                                      distill_weight=float(getattr(self.config, "distill_weight", 0.0)))
+                                      distill_weight=float(self.config.distill_weight))
         return ItemLossOutput(loss=losses["loss"], generation_loss=losses["generation"], dense_loss=losses["dense"],
                               distill_loss=losses["distill"])
 

@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["GENERATOR_FORMAT_VERSION", "MASK_VALUE", "SemanticIdGenerator", "build_t5_config"]
 
 GENERATOR_FORMAT_VERSION = 1
-DEFAULT_NUM_BEAMS = 20  # TIGER's beam size; ``generate`` uses it unless num_beams is passed
 MASK_VALUE = -1e9  # clipped to the dtype's range; exp(MASK_VALUE - max) == 0 exactly in fp32/bf16/fp16
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -59,12 +58,15 @@ def build_t5_config(
     relative_attention_num_buckets: int = 32,
     relative_attention_max_distance: int = 128,
     max_items: int = 20,
+    config_class: type[T5Config] = T5Config,
+    **family_fields: Any,
 ) -> T5Config:
     """A T5Config for ``vocab`` (defaults: the TIGER paper's sizes) with the sidrec keys attached.
 
     ``max_items`` (history window used in training) is stored so inference encodes histories the same way.
+    ``config_class`` / ``family_fields``: a family's own config class (a ``T5Config`` subclass) and its fields.
     """
-    return T5Config(
+    return config_class(
         vocab_size=vocab.vocab_size,
         d_model=d_model,
         d_kv=d_kv,
@@ -83,6 +85,7 @@ def build_t5_config(
         level_sizes=list(vocab.level_sizes),
         num_user_buckets=vocab.num_user_buckets,
         max_items=max_items,
+        **family_fields,
     )
 
 
@@ -110,7 +113,9 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
         self.vocab = _vocab_from_config(config)
-        self.generation_config = self.default_generation_config(num_beams=DEFAULT_NUM_BEAMS)
+        # the beam comes from the generator's decoding settings (``DecodingSettings.apply_to``, called by the
+        # loaders and the trainer); a bare model searches greedily unless ``num_beams`` is passed
+        self.generation_config = self.default_generation_config(num_beams=1)
         self.max_items = int(getattr(config, "max_items", 20))
         self._level_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -235,7 +240,7 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
                 "sidrec.seqmodel.load_generator(folder), which picks the class from config.json"
             )
         try:
-            config = T5Config.from_dict(raw)
+            config = cls.config_class.from_dict(raw)
             model = cls(config)
         except Exception as e:  # transformers' config validators raise their own types (not ValueError)
             raise ValueError(f"{folder / CONFIG_FILE} does not describe a valid generator ({e}); {retrain}") from e

@@ -194,6 +194,19 @@ class SASRec(nn.Module):
         last = hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]  # (B, D)
         return self.item_logits(last)  # (B, N)
 
+    @torch.no_grad()
+    def score_histories(self, histories: list[list[int]]) -> torch.Tensor:
+        """Catalog scores ``(B, N)`` after each history (item indices, oldest first), in eval mode whatever
+        mode the model is in, on the model's device."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            tokens, lengths = pad_histories(histories, self.config.max_len)  # (B, L), (B,)
+            return self.score_last(tokens.to(device), lengths.to(device))
+        finally:
+            self.train(was_training)
+
     def save_pretrained(self, path: str | os.PathLike, *, provenance: dict | None = None) -> None:
         """Write ``config.json`` + ``model.safetensors`` into the folder ``path`` (atomic).
 

@@ -5,7 +5,7 @@ The public API is imported lazily so that ``import sidrec.data`` stays light.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from sidrec.utils.version import __version__
 
 __all__ = ["Recommender", "__version__"]
 

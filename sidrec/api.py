@@ -23,12 +23,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from sidrec.data import CATALOG_FILE, load_catalog, save_catalog
-from sidrec.decoding import CatalogTrie, CodePrior, popularity_prior, recommend_topk
-from sidrec.seqmodel import SemanticIdGenerator, check_generator_provenance, check_item_table, load_generator
+from sidrec.data import load_catalog, save_catalog
+from sidrec.decoding import CatalogTrie, CodePrior, DecodingSettings, popularity_prior, recommend_topk
+from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
-from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR, check_dataset, run_dataset_fingerprint
+from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR
+from sidrec.utils.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class Recommender:
 
     def __init__(
         self, *, tokenizer: SemanticIdTokenizer, model: SemanticIdGenerator, titles: Sequence[str | None],
-        beam_size: int | None = None, batch_size: int = 64, device: str | torch.device = "cpu",
+        settings: DecodingSettings | None = None, beam_size: int | None = None, batch_size: int = 64,
+        device: str | torch.device = "cpu",
     ) -> None:
         if list(model.vocab.level_sizes) != list(tokenizer.level_sizes):
             raise ValueError(
@@ -72,7 +74,8 @@ class Recommender:
         self.model = model.to(self.device).eval()
         self.titles: list[str | None] = list(titles)
         self.trie = CatalogTrie(codes=tokenizer.codes, level_sizes=tokenizer.level_sizes)
-        self.beam_size = beam_size
+        self.settings = settings or DecodingSettings()  # how the generator ranks (its decoding.json)
+        self.beam_size = beam_size  # overrides the settings' beam when recommending (never saved)
         self.batch_size = batch_size
         self._prior: CodePrior | None = None  # built on first use; add/remove items change it
 
@@ -81,32 +84,26 @@ class Recommender:
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
                         beam_size: int | None = None) -> Recommender:
         """Load ``path/tokenizer``, ``path/generator`` and the titles in ``path/catalog.jsonl``."""
-        path = Path(path)
-        for sub in ("tokenizer", "generator"):
-            if not (path / sub).is_dir():
+        folder = RunFolder(path)
+        for sub in (folder.tokenizer_dir, folder.generator_dir):
+            if not sub.is_dir():
                 raise ValueError(
-                    f"{path / sub} is missing; a recommender folder holds tokenizer/ and generator/ "
+                    f"{sub} is missing; a recommender folder holds tokenizer/ and generator/ "
                     "(run `sidrec tokenize` and `sidrec train`, or `sidrec quickstart`)"
                 )
-        tokenizer = SemanticIdTokenizer.from_pretrained(path / "tokenizer")
-        model = load_generator(path / "generator")
-        dataset_fingerprint = run_dataset_fingerprint(path)  # None for a released folder (no dataset/)
-        check_dataset(tokenizer.dataset_fingerprint, dataset_fingerprint, stage=str(path / "tokenizer"),
-                      dataset=str(path / "dataset"), fix=f"sidrec tokenize --run {path} --overwrite")
-        check_generator_provenance(model, tokenizer, generator_dir=path / "generator", tokenizer_dir=path / "tokenizer",
-                                   dataset_fingerprint=dataset_fingerprint, dataset_dir=path / "dataset",
-                                   rerun=f"sidrec train --run {path} --overwrite")
-        check_item_table(model, tokenizer.codes, where=str(path))
+        loaded = folder.generator()  # provenance checked; dataset checks only in a run folder (dataset/)
+        tokenizer = loaded.tokenizer
         titles: list[str | None] = [None] * tokenizer.num_items
         removed: list[str] = []
-        if (path / CATALOG_FILE).is_file():
-            ids, cat_titles, removed = load_catalog(path / CATALOG_FILE)
-            _check_catalog(path / CATALOG_FILE, ids, tokenizer)
+        if folder.catalog_file.is_file():
+            ids, cat_titles, removed = load_catalog(folder.catalog_file)
+            _check_catalog(folder.catalog_file, ids, tokenizer)
             by_id = dict(zip(ids, cat_titles, strict=True))
             titles = [by_id.get(i) for i in tokenizer.item_ids]
         else:
-            logger.warning("%s not found: recommendations will have no titles", path / CATALOG_FILE)
-        rec = cls(tokenizer=tokenizer, model=model, titles=titles, beam_size=beam_size, device=device)
+            logger.warning("%s not found: recommendations will have no titles", folder.catalog_file)
+        rec = cls(tokenizer=tokenizer, model=loaded.model, titles=titles, settings=loaded.settings,
+                  beam_size=beam_size, device=device)
         if removed:
             rec.remove_items(removed)
         return rec
@@ -116,16 +113,17 @@ class Recommender:
 
         The generator's provenance records the current semantic-ID table (grown by ``add_items``).
         """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(path / "tokenizer") as tmp:
+        folder = RunFolder(path)
+        folder.root.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(folder.tokenizer_dir) as tmp:
             self.tokenizer.save_pretrained(tmp)
         record = dict(getattr(self.model.config, GENERATOR_PROVENANCE_ATTR, None) or {})
         record["semantic_ids"] = self.tokenizer.table_record()
         setattr(self.model.config, GENERATOR_PROVENANCE_ATTR, record)
-        self.model.save_pretrained(path / "generator")
+        self.model.save_pretrained(folder.generator_dir)
+        self.settings.save(folder.generator_dir)
         removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.trie.active)]
-        save_catalog(path / CATALOG_FILE, self.tokenizer.item_ids, self.titles, removed)
+        save_catalog(folder.catalog_file, self.tokenizer.item_ids, self.titles, removed)
 
     # -- catalog --------------------------------------------------------------------------------
     @property
@@ -167,7 +165,7 @@ class Recommender:
     # -- recommending ---------------------------------------------------------------------------
     def _code_prior(self) -> CodePrior | None:
         """The popularity prior of the current catalog when the model searches with one (cached)."""
-        if not float(getattr(self.model.config, "prior_weight", 0.0)):
+        if not self.settings.prior_weight:
             return None
         if self._prior is None:
             self._prior = popularity_prior(self.model, self.trie)
@@ -233,7 +231,8 @@ class Recommender:
         if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
         items, scores = recommend_topk(
-            self.model, self.trie, indices, k=k, beam_size=self.beam_size, item_codes=self.tokenizer.codes,
+            self.model, self.trie, indices, k=k, item_codes=self.tokenizer.codes,
+            settings=self.settings if self.beam_size is None else self.settings.replace(beam_size=self.beam_size),
             user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
             batch_size=self.batch_size, cold=self.tokenizer.assigned_items(), cold_share=cold_share,
             prior=self._code_prior(),

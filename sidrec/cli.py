@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _version() -> str:
-    from sidrec import __version__
+    from sidrec.utils.version import __version__
 
     return __version__
 

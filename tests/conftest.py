@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,3 +96,60 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- 600 real Beauty items embedded with MiniLM once (tokenizer and quantizer tests) ------------------------
+# The embeddings are cached in pytest's cache folder (keyed by model + template + text hash, like the library
+# cache), so only the first test session on a machine pays for the encoding.
+NUM_BEAUTY_ITEMS = 600
+
+
+def _beauty_items(n: int) -> list[dict]:
+    path = SHARED_DATA / "amazon2014_beauty" / "items.jsonl"
+    if not path.is_file():
+        pytest.skip(f"shared dataset {path} not available")
+    items = []
+    with open(path) as f:
+        for line in f:
+            items.append(json.loads(line))
+            if len(items) == n:
+                break
+    return items
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread while a module's tests run: several threads on a small shared CPU are much slower.
+
+    Modules that train or fit use it for every test: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    from sidrec.utils.threads import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def beauty_items() -> list[dict]:
+    """The first 600 Beauty item records (dicts with item_id, title, brand, categories, ...)."""
+    return _beauty_items(NUM_BEAUTY_ITEMS)
+
+
+@pytest.fixture(scope="session")
+def beauty_texts(beauty_items) -> list[str]:
+    from sidrec.data import DEFAULT_TEMPLATE, render_item_text
+
+    return [render_item_text(it, DEFAULT_TEMPLATE) for it in beauty_items]
+
+
+@pytest.fixture(scope="session")
+def embedding_cache(request) -> Path:
+    return Path(request.config.cache.mkdir("sidrec_embeddings"))
+
+
+@pytest.fixture(scope="session")
+def beauty_emb(beauty_texts, embedding_cache) -> np.ndarray:
+    """MiniLM embeddings ``(600, 384)`` of the Beauty slice."""
+    from sidrec.data import DEFAULT_TEMPLATE
+    from sidrec.tokenizer import embed_texts
+
+    return embed_texts(beauty_texts, template=DEFAULT_TEMPLATE, cache_dir=embedding_cache, show_progress=False)

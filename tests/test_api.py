@@ -137,18 +137,18 @@ def test_recommender_keeps_one_popularity_prior_and_rebuilds_it_when_the_catalog
     from sidrec.decoding import recommend_topk
 
     rec = sidrec.Recommender.from_pretrained(item_run)
-    rec.model.config.prior_weight = 0.5
+    rec.settings = rec.settings.replace(prior_weight=0.5)
     history = rec.tokenizer.item_ids[:3]
     top = rec.recommend(history, k=5)
     prior = rec._code_prior()
     assert prior is not None and rec._code_prior() is prior  # built once, reused
     items, _ = recommend_topk(rec.model, rec.trie, [[rec.tokenizer.index_of(i) for i in history]], k=5,
-                              beam_size=rec.beam_size, item_codes=rec.tokenizer.codes, exclude_history=True)
+                              settings=rec.settings, item_codes=rec.tokenizer.codes, exclude_history=True)
     assert [r.item_id for r in top] == [rec.tokenizer.item_ids[i] for i in items[0].tolist()]  # = a fresh prior
     rec.remove_items([top[0].item_id])
     assert rec._code_prior() is not prior
     assert top[0].item_id not in {r.item_id for r in rec.recommend(history, k=5)}
-    rec.model.config.prior_weight = 0.0
+    rec.settings = rec.settings.replace(prior_weight=0.0)
     assert rec._code_prior() is None
 
 
@@ -162,7 +162,7 @@ def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["generator"]["family"] == "item"
     expected = {"generator (generation only)", "generator (dense only)"}
-    if json.loads((item_run / "generator" / "config.json").read_text()).get("prior_weight"):
+    if json.loads((item_run / "generator" / "decoding.json").read_text())["prior_weight"]:
         expected.add("generator (no popularity correction)")  # the preset chose a corrected beam on VALID
     assert set(result["generator_variants"]) == expected
     for block in [result, *result["generator_variants"].values()]:

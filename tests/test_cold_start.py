@@ -96,7 +96,7 @@ def test_tokenizer_fits_on_warm_items_and_assigns_the_cold_ones(cold_run):
 def test_the_beam_reaches_cold_items_and_training_never_saw_them(cold_run):
     import json
 
-    from sidrec.decoding import CatalogTrie, recommend_topk
+    from sidrec.decoding import CatalogTrie, DecodingSettings, recommend_topk
     from sidrec.seqmodel import load_generator
 
     ds = PreparedDataset.load(cold_run)
@@ -108,7 +108,8 @@ def test_the_beam_reaches_cold_items_and_training_never_saw_them(cold_run):
     trie = CatalogTrie(codes=model.item_codes, level_sizes=model.vocab.level_sizes)
     warm_items = np.flatnonzero(~cold).tolist()
     # with every warm item excluded, only cold items can come out, and they do
-    items, _ = recommend_topk(model, trie, [warm_items], k=min(5, int(cold.sum())), beam_size=20,
+    items, _ = recommend_topk(model, trie, [warm_items], k=min(5, int(cold.sum())),
+                              settings=DecodingSettings.load(cold_run / "generator").replace(beam_size=20),
                               exclude_history=True)
     got = items[0][items[0] >= 0].numpy()
     assert len(got) == min(5, int(cold.sum())) and cold[got].all()

@@ -12,6 +12,7 @@ from test_decoding import SIZES, assert_matches_hf_oracle, assert_valid, random_
 
 from sidrec.decoding import (
     CatalogTrie,
+    DecodingSettings,
     beam_candidates,
     constrained_beam_search,
     hybrid_rank,
@@ -137,14 +138,15 @@ def test_hybrid_ranks_only_items_from_the_beam():
 
 def test_save_load_and_cold_start_items(tmp_path):
     model = tiny_item_generator(4, weight_std=0.0)
-    model.config.hybrid_weight = 1.5
+    settings = DecodingSettings(beam_size=8, dense_weight=1.5)
     model.save_pretrained(tmp_path / "gen")
+    settings.save(tmp_path / "gen")
     again = load_generator(tmp_path / "gen")
-    assert type(again) is ItemLevelGenerator and again.config.hybrid_weight == 1.5
+    assert type(again) is ItemLevelGenerator and DecodingSettings.load(tmp_path / "gen") == settings
     trie = CatalogTrie(codes=model.item_codes, level_sizes=SIZES)
     histories = [[1, 2, 3], [7], [12, 0, 38, 5]]
-    a = recommend_topk(model.eval(), trie, histories, k=5, beam_size=8)
-    b = recommend_topk(again, trie, histories, k=5, beam_size=8)
+    a = recommend_topk(model.eval(), trie, histories, k=5, settings=settings)
+    b = recommend_topk(again, trie, histories, k=5, settings=settings)
     assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1])
 
     # a new item: codes from the tokenizer, text from its description, no ID embedding
@@ -158,7 +160,8 @@ def test_save_load_and_cold_start_items(tmp_path):
     expected = again.shared(again.embedder.item_tokens[-1]).sum(0) + again.embedder.text_proj(torch.from_numpy(text))[0]
     torch.testing.assert_close(again.embedder.catalog()[-1], expected)
     everything = [[i for i in range(N_ITEMS)]]  # every old item excluded: the new one is the only answer
-    items, _ = recommend_topk(again, trie, everything, k=1, beam_size=4, exclude_history=True)
+    items, _ = recommend_topk(again, trie, everything, k=1, settings=DecodingSettings(beam_size=4),
+                              exclude_history=True)
     assert items.tolist() == [[N_ITEMS]]
     again.save_pretrained(tmp_path / "gen2")
     third = load_generator(tmp_path / "gen2")
@@ -174,7 +177,7 @@ def test_loading_with_the_wrong_class_is_explained(tmp_path):
 
 
 def test_item_table_must_match_the_tokenizer():
-    from sidrec.seqmodel import check_item_table
+    from sidrec.utils.run_folder import check_item_table
 
     model = tiny_item_generator(6)
     check_item_table(model, model.item_codes, where="run")

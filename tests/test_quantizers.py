@@ -6,14 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_tokenizer_fixtures import (  # noqa: F401
-    beauty_emb,
-    beauty_items,
-    beauty_texts,
-    embedding_cache,
-    one_torch_thread,
-    small_config,
-)
+from helpers import small_config
 
 from sidrec.tokenizer import QUANTIZERS, Quantizer, TokenizerConfig, build_quantizer
 from sidrec.tokenizer.collisions import append_collision_level, group_sizes, reassign_last_level
@@ -21,10 +14,13 @@ from sidrec.tokenizer.fsq import FSQModule
 from sidrec.tokenizer.stats import mean_cosine
 from sidrec.utils import load_config
 
-METHODS = ["rqkmeans", "rqvae", "fsq"]
-# reconstruction cosine on the 600-item slice with small_config: measured 0.77 / 0.65 / 0.59 (tiny
-# models, 20 epochs); the bound sits below so that a broken decoder (cosine ~0.1 or less) fails.
-MIN_RECON_COSINE = {"rqkmeans": 0.7, "rqvae": 0.55, "fsq": 0.5}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # every test here fits or trains
+
+METHODS = ["rqkmeans", "rqvae", "fsq", "opq"]
+# reconstruction cosine on the 600-item slice with small_config: measured 0.77 / 0.65 / 0.59 / 0.72
+# (tiny models, 20 epochs; opq: 3 digits of 16 codes on a whitened PCA-48); the bound sits below so that a
+# broken decoder (cosine ~0.1 or less) fails.
+MIN_RECON_COSINE = {"rqkmeans": 0.7, "rqvae": 0.55, "fsq": 0.5, "opq": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def fitted(beauty_emb) -> dict[str, Quantizer]:  # noqa: F811
 
 def test_registry_has_every_method():
     assert set(METHODS) <= set(QUANTIZERS)
-    with pytest.raises(ValueError, match="field .method. .*rq-vea.* one of fsq, rqkmeans, rqvae"):
+    with pytest.raises(ValueError, match="field .method. .*rq-vea.* one of fsq, opq, rqkmeans, rqvae"):
         load_config(TokenizerConfig, None, {"method": "rq-vea"})
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import GENERATOR_ARGS, shared, write_slice
-from test_tokenizer_fixtures import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 import sidrec
 from sidrec.cli import main as cli_main
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils.provenance import ProvenanceError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # every test here fits or trains
 
 
 @pytest.fixture()

@@ -141,9 +141,14 @@ def test_restriction_holds_with_kv_cache_and_generate_scores(vocab, codes):
     torch.testing.assert_close(out.sequences_scores, logp, rtol=0, atol=1e-5)
 
 
-def test_generation_config_never_samples(vocab):
-    gen = tiny_model(vocab).generation_config
-    assert gen.do_sample is False and gen.num_beams > 1 and gen.max_new_tokens == 3
+def test_generation_config_never_samples_and_takes_the_beam_from_the_decoding_settings(vocab):
+    from sidrec.decoding import DecodingSettings
+
+    model = tiny_model(vocab)
+    gen = model.generation_config
+    assert gen.do_sample is False and gen.max_new_tokens == 3
+    DecodingSettings(beam_size=7).apply_to(model)
+    assert model.generation_config.num_beams == 7
 
 
 def test_save_load_identical_logits(vocab, codes, tmp_path):

@@ -7,18 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-from test_tokenizer_fixtures import (  # noqa: F401
-    beauty_emb,
-    beauty_items,
-    beauty_texts,
-    embedding_cache,
-    one_torch_thread,
-    small_config,
-)
+from helpers import small_config
 
 from sidrec.tokenizer import SemanticIdTokenizer, embed_texts
 from sidrec.tokenizer import embeddings as emb_mod
 from sidrec.tokenizer.embeddings import embedding_cache_key
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # every test here fits or trains
 
 STATS_KEYS = {"method", "num_items", "num_levels", "codebook_size", "level_usage", "level_perplexity",
               "unique_before_collision", "max_collision_group", "recon_cosine", "fit_seconds"}

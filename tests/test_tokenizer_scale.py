@@ -6,20 +6,15 @@ import logging
 
 import numpy as np
 import pytest
-from test_tokenizer_fixtures import (  # noqa: F401
-    beauty_emb,
-    beauty_items,
-    beauty_texts,
-    embedding_cache,
-    one_torch_thread,
-    small_config,
-)
+from helpers import small_config
 
 from sidrec.tokenizer import SemanticIdTokenizer, TokenizerConfig
 from sidrec.tokenizer import rqkmeans as rqk
 from sidrec.tokenizer.collisions import group_sizes, spread_large_groups
 from sidrec.tokenizer.sizing import auto_codebook_size, resolve_sizes
 from sidrec.utils import load_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # every test here fits or trains
 
 
 def test_sizing_rule_keeps_tiger_layout_for_beauty_and_grows_the_codebook():

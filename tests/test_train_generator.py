@@ -19,7 +19,8 @@ import pytest
 import torch
 from conftest import free_port
 from safetensors.torch import load_file
-from test_tokenizer_fixtures import one_torch_thread  # noqa: F401  (autouse: one torch thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # every test here fits or trains
 
 TINY = [
     "--config", "generator/cpu-small",  # the tiger family; ITEM below switches to the item family
@@ -100,6 +101,7 @@ def test_loss_decreases_on_real_slice(gen_run, tmp_path):
 
 
 def test_item_family_trains_and_keeps_the_weight_chosen_on_valid(gen_run, tmp_path):
+    from sidrec.decoding import DecodingSettings
     from sidrec.seqmodel import ItemLevelGenerator, load_generator
     from sidrec.train.generator import main
 
@@ -117,7 +119,8 @@ def test_item_family_trains_and_keeps_the_weight_chosen_on_valid(gen_run, tmp_pa
     sweep = {row["prior_weight"]: row for row in log["prior_sweep"]}
     assert set(sweep) == {0.0, 0.5} and all(0 <= row["tail_recall@10"] <= 1 for row in sweep.values())
     kept = max(log["prior_sweep"], key=lambda row: row["ndcg@10"])
-    assert (model.config.prior_weight, model.config.hybrid_weight) == (kept["prior_weight"], kept["hybrid_weight"])
+    settings = DecodingSettings.load(run / "generator")
+    assert (settings.prior_weight, settings.dense_weight) == (kept["prior_weight"], kept["hybrid_weight"])
     assert (log["prior_weight"], log["hybrid_weight"]) == (kept["prior_weight"], kept["hybrid_weight"])
     best = next(h for h in log["history"] if h["step"] == log["best_step"])
     assert sweep[0.0]["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-5)  # weight 0 = the kept validation
@@ -205,8 +208,8 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path, family):
     from sidrec.data import PreparedDataset
     from sidrec.decoding import CatalogTrie
     from sidrec.eval.metrics import ranking_metrics
-    from sidrec.seqmodel import load_generator
     from sidrec.train.generator import evaluate_generator, load_item_codes
+    from sidrec.utils.run_folder import RunFolder
 
     run = _fresh(gen_run, tmp_path, f"ddp-{family}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -226,11 +229,12 @@ def test_two_process_ddp_matches_single_process_eval(gen_run, tmp_path, family):
     # the gathered validation metrics (299 users: uneven shards, padding dropped) = one process on the saved model
     dataset = PreparedDataset.load(run)
     codes, sizes = load_item_codes(run, dataset.item_ids)
-    model = load_generator(run / "generator")
+    loaded = RunFolder(run).generator()
+    assert loaded.settings.beam_size == 10 and loaded.model.generation_config.num_beams == 10
     split = dataset.eval_split("valid").sample(299, seed=0)
-    topk = evaluate_generator(model, trie=CatalogTrie(codes=codes, level_sizes=sizes), item_codes=codes,
+    topk = evaluate_generator(loaded.model, trie=CatalogTrie(codes=codes, level_sizes=sizes), item_codes=codes,
                               histories=split.histories, user_ids=[dataset.user_ids[u] for u in split.user_index],
-                              beam_size=10)
+                              settings=loaded.settings)
     single = ranking_metrics(topk, split.targets, ks=(1, 5, 10))
     gathered = log["history"][-1]
     assert gathered["users"] == 299 and single["recall@10"] > 0  # a comparison of non-trivial numbers

@@ -17,6 +17,7 @@ from sidrec.tokenizer.base import (
 from sidrec.tokenizer.config import TokenizerConfig
 from sidrec.tokenizer.embeddings import DEFAULT_EMBEDDING_MODEL, check_embeddings, embed_texts
 from sidrec.tokenizer.fsq import FSQ
+from sidrec.tokenizer.opq import OPQ
 from sidrec.tokenizer.rqkmeans import RQKMeans
 from sidrec.tokenizer.rqvae import RQVAE
 from sidrec.tokenizer.semantic_ids import SemanticIdTokenizer
@@ -24,6 +25,7 @@ from sidrec.tokenizer.semantic_ids import SemanticIdTokenizer
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
     "FSQ",
+    "OPQ",
     "QUANTIZERS",
     "RQKMeans",
     "RQVAE",

@@ -24,16 +24,18 @@ def _quantizer_names() -> list[str]:
 class TokenizerConfig:
     """Settings for ``sidrec.train.tokenizer`` (see ``configs/tokenizer/*.yaml`` for presets)."""
 
-    # which quantizer: a name registered in sidrec.tokenizer.base (rqvae, rqkmeans, fsq)
+    # which quantizer: a name registered in sidrec.tokenizer.base (rqvae, rqkmeans, fsq, opq)
     method: str = "rqvae"
     # semantic levels before the collision level (TIGER: 3). Fixed by default: every level is one more
     # decoder step per item and 20 more encoder tokens per history, so a large catalog gets a larger
-    # codebook instead (below).
+    # codebook instead (below). For opq: the number of independent digits (RPG: 32), which a parallel
+    # generator predicts all at once.
     num_levels: int = 3
     # codes per level for rqvae / rqkmeans. null (the default) = sized to the catalog: the smallest power
     # of two >= 256 whose code space codebook_size ** num_levels holds at least 100 IDs per item (at most
     # 1% of the IDs used), i.e. with 3 levels 256 up to 167,772 items (TIGER's 3 x 256 on Beauty's 12,101),
-    # 512 up to 1,342,177 and 1024 up to 10,737,418. An explicit size (or fsq's fsq_levels **
+    # 512 up to 1,342,177 and 1024 up to 10,737,418. opq: 256 codes per digit (fewer only for catalogs under
+    # 256 items: k-means needs a point per code); more digits, not wider ones, grow its code space. An explicit size (or fsq's fsq_levels **
     # fsq_dims_per_token) whose code space is smaller gets a warning with the unique share and the largest
     # collision group after the fit (see sidrec.tokenizer.sizing).
     codebook_size: int | None = None
@@ -96,8 +98,18 @@ class TokenizerConfig:
     fsq_batch_size: int = 1024
     fsq_lr: float = 3e-3
 
+    # opq (RPG): centre, PCA to opq_pca_dim dimensions (0 = keep the embedding's width), whitened when
+    # opq_whiten (every direction weighs the same in the digits' distances), rotate by faiss OPQMatrix
+    # (opq_niter alternations; opq_rotation false = plain PQ), then num_levels sub-quantizers of
+    # opq_pca_dim / num_levels dimensions (k-means, kmeans_niter iterations, on kmeans_points_per_centroid
+    # rows per code). The width must be a multiple of num_levels.
+    opq_pca_dim: int = 128
+    opq_whiten: bool = True
+    opq_rotation: bool = True
+    opq_niter: int = 20
+
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
-        "method": Choice(provider=_quantizer_names), "num_levels": Range(1, 16),
+        "method": Choice(provider=_quantizer_names), "num_levels": Range(1, 64),
         "codebook_size": Range(2, null=True),  # null: sized to the catalog (sidrec.tokenizer.sizing)
         "seed": Range(0), "torch_threads": Range(0), "embedding_model": Text(), "embedding_batch_size": Range(1),
         "collision_strategy": Choice(COLLISION_STRATEGIES), "reassign_candidates": Range(1),
@@ -108,7 +120,7 @@ class TokenizerConfig:
         "rqvae_lr": Range(0, lo_open=True), "rqvae_weight_decay": Range(0), "rqvae_dead_code_every": Range(1),
         "rqvae_dead_code_stop_before_end": Range(0), "fsq_levels": Range(2), "fsq_dims_per_token": Range(1),
         "fsq_hidden_dims": Range(1), "fsq_epochs": Range(1), "fsq_batch_size": Range(1),
-        "fsq_lr": Range(0, lo_open=True),
+        "fsq_lr": Range(0, lo_open=True), "opq_pca_dim": Range(0), "opq_niter": Range(1),
     }
 
     def validate(self) -> None:

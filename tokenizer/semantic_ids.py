@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save_file
 
-from sidrec.data.rawio import paused_gc
 from sidrec.tokenizer.base import Quantizer, build_quantizer
 from sidrec.tokenizer.collisions import (
     SPREAD_CANDIDATES,
@@ -45,6 +44,7 @@ from sidrec.utils import (
     load_safetensors,
     read_json,
 )
+from sidrec.utils.memory import paused_gc
 from sidrec.utils.provenance import check_table, table_record
 from sidrec.utils.threads import torch_threads
 

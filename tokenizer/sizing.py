@@ -53,6 +53,10 @@ def resolve_sizes(config: TokenizerConfig, num_items: int) -> TokenizerConfig:
     """
     if config.method == "fsq":
         return dataclasses.replace(config, codebook_size=config.fsq_levels**config.fsq_dims_per_token)
+    if config.method == "opq" and config.codebook_size is None:
+        from sidrec.tokenizer.opq import opq_codebook_size
+
+        return dataclasses.replace(config, codebook_size=opq_codebook_size(num_items))
     if config.codebook_size is None:
         size = auto_codebook_size(num_items, config.num_levels)
         logger.info("codebook_size sized to the catalog: %d items, %d levels -> %d codes per level "

@@ -9,9 +9,9 @@ a small class registered here under the name a preset's ``family:`` field uses:
   and a target at every position: the decoder generates item t+1's codes from positions 0..t for all
   t at once, and the dense head is trained on the same positions (``ItemLevelGenerator``).
 
-A task exposes ``num_examples``, ``build_model()``, ``loader(generator) -> (DataLoader, sampler)`` and
-``loss(model, batch) -> (loss, parts)``; the model's forward computes the loss so that DDP synchronises
-its gradients.
+A task exposes ``num_examples``, ``ranking`` (how validation ranks: ``beam`` or ``exact``), ``build_model()``,
+``loader(generator) -> (DataLoader, sampler)`` and ``loss(model, batch) -> (loss, parts)``; the model's
+forward computes the loss so that DDP synchronises its gradients.
 """
 
 from __future__ import annotations
@@ -73,12 +73,6 @@ def build_task(ctx: TaskContext):
     return cls(ctx)
 
 
-def _t5_sizes(cfg) -> dict[str, Any]:
-    return {"d_model": cfg.d_model, "num_layers": cfg.num_layers, "num_decoder_layers": cfg.num_decoder_layers,
-            "num_heads": cfg.num_heads, "d_kv": cfg.d_kv, "d_ff": cfg.d_ff, "dropout_rate": cfg.dropout,
-            "feed_forward_proj": cfg.feed_forward_proj, "max_items": cfg.max_items}
-
-
 def _grouped_loader(data, lengths: Sequence[int], collate, cfg, generator: torch.Generator):
     """A DataLoader over ``data``: length-grouped batches (or a plain shuffle), seeded by ``generator``."""
     if cfg.group_by_length:
@@ -115,6 +109,8 @@ class ExampleCollator:
 class TigerTask:
     """TIGER: every prefix is an example (token-level encoder inputs, one target per example)."""
 
+    ranking = "beam"  # how validation ranks: trie-constrained beam search
+
     def __init__(self, ctx: TaskContext) -> None:
         from sidrec.seqmodel import SemanticIdVocab, load_or_build_examples
 
@@ -130,7 +126,7 @@ class TigerTask:
     def build_model(self):
         from sidrec.seqmodel import SemanticIdGenerator, build_t5_config
 
-        return SemanticIdGenerator(build_t5_config(vocab=self.vocab, **_t5_sizes(self.ctx.cfg)))
+        return SemanticIdGenerator(build_t5_config(vocab=self.vocab, **self.ctx.cfg.t5_kwargs()))
 
     def loader(self, generator: torch.Generator):
         cfg = self.ctx.cfg
@@ -189,6 +185,8 @@ def collate_windows(windows: list[list[int]]) -> dict[str, torch.Tensor]:
 class ItemTask:
     """Item-level causal encoder, a target at every position, jointly trained dense head."""
 
+    ranking = "beam"
+
     def __init__(self, ctx: TaskContext) -> None:
         from sidrec.seqmodel import SemanticIdVocab
 
@@ -220,7 +218,7 @@ class ItemTask:
         config = build_item_config(
             vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=0 if text is None else text.shape[1],
             num_id_rows=int(id_rows.max(initial=0)), id_dropout=cfg.id_dropout, dense_head=cfg.dense_head,
-            dense_loss_weight=cfg.dense_weight, distill_weight=cfg.distill_weight, **_t5_sizes(cfg),
+            dense_loss_weight=cfg.dense_weight, distill_weight=cfg.distill_weight, **cfg.t5_kwargs(),
         )
         logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
                     config.num_items, "on" if text is not None else "off", config.num_id_rows, cfg.id_min_count)

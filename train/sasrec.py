@@ -22,8 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sidrec.data import PreparedDataset
-from sidrec.eval.baselines.sasrec import SasrecScorer
-from sidrec.eval.metrics import ranking_metrics
+from sidrec.decoding.topk import batched_topk
 from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
 from sidrec.train.common import (
     LengthGroupedBatchSampler,
@@ -34,6 +33,7 @@ from sidrec.train.common import (
 )
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
 from sidrec.utils.config import Choice, Range, Rule, validate_config
+from sidrec.utils.metrics import ranking_metrics
 from sidrec.utils.provenance import stage_record
 from sidrec.utils.run_folder import refuse_existing
 from sidrec.utils.threads import torch_threads
@@ -158,9 +158,7 @@ def scheduled_lr(cfg: SasrecTrainConfig, progress: float) -> float:
 def evaluate_valid(model: SASRec, dataset: PreparedDataset, cfg: SasrecTrainConfig) -> dict[str, float]:
     """Valid-split ranking metrics (full catalog, history not excluded)."""
     split = dataset.eval_split("valid").sample(cfg.valid_max_users or None, seed=0)
-    # score on the device the model trains on (the scorer would otherwise move it)
-    scorer = SasrecScorer(model=model, batch_size=cfg.eval_batch_size, device=next(model.parameters()).device)
-    topk = scorer.recommend(split.histories, 20)
+    topk = batched_topk(model.score_histories, split.histories, 20, batch_size=cfg.eval_batch_size)
     return ranking_metrics(topk, split.targets, ks=(1, 5, 10, 20))
 
 

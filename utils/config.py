@@ -133,8 +133,12 @@ Rule = Range | Choice | Text
 
 
 def field_rules(cls: type) -> dict[str, Rule]:
-    """``cls.FIELD_RULES`` (empty when the class declares none)."""
-    return dict(getattr(cls, "FIELD_RULES", {}) or {})
+    """The ``FIELD_RULES`` of ``cls`` and of every base class it inherits fields from (a training config
+    made of field groups, e.g. ``GeneratorTrainConfig(T5Shape, ...)``); a subclass's rule wins."""
+    rules: dict[str, Rule] = {}
+    for klass in reversed(cls.__mro__):
+        rules.update(vars(klass).get("FIELD_RULES", {}) or {})
+    return rules
 
 
 def check_fields(cfg: Any) -> None:

@@ -69,7 +69,7 @@ def table_record(item_ids: Sequence[str], codes: np.ndarray) -> dict[str, Any]:
 
 def stage_record(**fields: Any) -> dict[str, Any]:
     """A provenance block: ``fields`` plus the sidrec version and the UTC time."""
-    from sidrec import __version__
+    from sidrec.utils.version import __version__
 
     return {**fields, "sidrec_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+from sidrec.decoding.topk import topk_from_scores  # noqa: F401  (the scorers' top-k, below every stage)
 
 
 @runtime_checkable
@@ -32,34 +33,3 @@ class Scorer(Protocol):
     ) -> np.ndarray:
         """``(U, k)`` item indices, best first."""
         ...
-
-
-def topk_from_scores(
-    scores: torch.Tensor | np.ndarray,
-    k: int,
-    *,
-    histories: list[list[int]] | None = None,
-    exclude_history: bool = False,
-) -> np.ndarray:
-    """Top-``k`` item indices per row of a dense ``(U, N)`` score matrix.
-
-    With ``exclude_history`` the items of each row's history get ``-inf`` first. Ties are broken
-    by ``torch.topk`` (stable for equal scores is not guaranteed; scorers add tiny tie-breakers
-    where it matters). Slots beyond N, or filled only by excluded items, are ``-1``.
-    """
-    s = torch.as_tensor(scores, dtype=torch.float32).clone()  # (U, N)
-    if s.ndim != 2:
-        raise ValueError(f"scores must be (users, items), got shape {tuple(s.shape)}")
-    if exclude_history:
-        if histories is None or len(histories) != s.shape[0]:
-            raise ValueError("exclude_history=True needs one history per score row")
-        rows = [i for i, h in enumerate(histories) for _ in h]
-        cols = [c for h in histories for c in h]
-        if rows:
-            s[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
-    kk = min(k, s.shape[1])
-    vals, idx = torch.topk(s, kk, dim=1)  # (U, kk)
-    idx = torch.where(torch.isinf(vals) & (vals < 0), torch.full_like(idx, -1), idx)
-    out = np.full((s.shape[0], k), -1, dtype=np.int64)
-    out[:, :kk] = idx.numpy()
-    return out

@@ -151,7 +151,7 @@ def sweep(
 
     ``window=1`` is evaluated once (the decay does not matter there). Pass the VALID split to choose.
     """
-    from sidrec.eval.metrics import ranking_metrics
+    from sidrec.utils.metrics import ranking_metrics
 
     rows = []
     for window in windows:

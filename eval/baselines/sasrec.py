@@ -7,8 +7,8 @@ import os
 import numpy as np
 import torch
 
-from sidrec.eval.baselines.base import topk_from_scores
-from sidrec.seqmodel.sasrec import SASRec, pad_histories
+from sidrec.decoding.topk import batched_topk
+from sidrec.seqmodel.sasrec import SASRec
 
 
 class SasrecScorer:
@@ -30,20 +30,9 @@ class SasrecScorer:
         """Load ``RUN/baselines/sasrec`` (written by ``python -m sidrec.train.sasrec``)."""
         return cls(model=SASRec.from_pretrained(path), **kwargs)
 
-    @torch.no_grad()
     def recommend(
         self, histories: list[list[int]], k: int, user_index: np.ndarray | None = None
     ) -> np.ndarray:
         """``(U, k)`` item indices; ``user_index`` is unused (SASRec has no user embedding)."""
-        was_training = self.model.training
-        self.model.eval()
-        out = []
-        for start in range(0, len(histories), self.batch_size):
-            batch = histories[start : start + self.batch_size]
-            tokens, lengths = pad_histories(batch, self.model.config.max_len)  # (B, L), (B,)
-            scores = self.model.score_last(tokens.to(self.device), lengths.to(self.device))  # (B, N)
-            out.append(
-                topk_from_scores(scores.cpu(), k, histories=batch, exclude_history=self.exclude_history)
-            )
-        self.model.train(was_training)
-        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+        return batched_topk(self.model.score_histories, histories, k, batch_size=self.batch_size,
+                            exclude_history=self.exclude_history)
