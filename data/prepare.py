@@ -85,43 +85,14 @@ def prepare(raw: RawDataset, config: PrepareConfig | None = None) -> tuple[Prepa
 
 
 def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDataset, dict[str, int]]:
+    """``prepare`` without the paused garbage collector."""
     from sidrec.utils.config import validate_config
 
     config = config or PrepareConfig()
     validate_config(config)
     _check_template_fields(raw, config.text_template)
-    users, items = raw.user_codes, raw.item_codes  # (n,) grouped by user, users 0..U-1 in order
-    n_users0, n_inter0 = len(raw.user_vocab), raw.num_interactions
-    keep = np.ones(n_inter0, dtype=bool)
-    alive = np.ones(n_users0, dtype=bool)
-    if config.min_user_count or config.min_item_count:
-        _k_core(raw, keep, alive, config.min_user_count, config.min_item_count)
-    kcore_users = n_users0 - int(alive.sum())
-    lengths = np.bincount(users[keep], minlength=n_users0)
-    short = np.flatnonzero(alive & (lengths < MIN_SEQUENCE_LENGTH))
-    if len(short):
-        alive[short] = False
-        keep &= alive[users]
-        logger.warning(
-            "dropped %d user(s) with fewer than %d interactions (leave-one-out needs a training item, a "
-            "validation item and a test item), e.g. user %r", len(short), MIN_SEQUENCE_LENGTH,
-            raw.user_vocab[short[0]],
-        )
-    if not alive.any():
-        raise ValueError(
-            f"{raw.source or raw.name}: no user has {MIN_SEQUENCE_LENGTH} or more interactions after filtering; "
-            "lower min_user_count/min_item_count or add data"
-        )
-    # Items are numbered by first appearance in the kept sequences, so the numbering is reproducible.
-    kept = items[keep]  # (m,) raw item codes in sequence order
-    order = pc.unique(pa.array(kept)).to_numpy()  # raw item codes by first appearance (hash-based, O(m))
-    new_index = np.full(len(raw.item_vocab), -1, dtype=np.int64)
-    new_index[order] = np.arange(len(order))
-    flat = new_index[kept]  # (m,) item indices
-    del kept
-    kept_users = np.flatnonzero(alive)
-    offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
-    np.cumsum(lengths[kept_users], out=offsets[1:])
+    keep, alive, lengths, kcore_users, num_short = _filter_users(raw, config)
+    flat, offsets, order, kept_users = _number_items(raw, keep, alive, lengths)
     cold_info: dict[str, int | float | str] = {}
     num_cold = 0
     if config.cold_items > 0:
@@ -144,8 +115,8 @@ def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDat
     in_catalog = set(item_ids)
     dropped = {
         "users_kcore": kcore_users,
-        "users_too_short": len(short),
-        "interactions": n_inter0 - int(offsets[-1]),
+        "users_too_short": num_short,
+        "interactions": raw.num_interactions - int(offsets[-1]),
         "items_without_interactions": raw.meta_without_interactions
         + sum(1 for i in raw.item_meta if i not in in_catalog),
         **{k: v for k, v in cold_info.items() if k in ("cold_interactions_removed", "cold_users_too_short")},
@@ -153,16 +124,74 @@ def _prepare(raw: RawDataset, config: PrepareConfig | None) -> tuple[PreparedDat
     if dropped["items_without_interactions"]:
         logger.info("%d item(s) in the metadata have no kept interaction and are not in the catalog",
                     dropped["items_without_interactions"])
+    _check_texts(raw, config.text_template, texts)
+    return dataset, dropped
+
+
+def _filter_users(
+    raw: RawDataset, config: PrepareConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """The k-core filter, then drop users too short for leave-one-out (logged); an error if none is left.
+
+    Returns the kept-interaction mask ``(n,)``, the kept-user mask ``(U,)``, each user's number of kept
+    interactions ``(U,)``, and how many users the k-core and the length rule dropped.
+    """
+    users = raw.user_codes  # (n,) grouped by user, users 0..U-1 in order
+    n_users0 = len(raw.user_vocab)
+    keep = np.ones(raw.num_interactions, dtype=bool)
+    alive = np.ones(n_users0, dtype=bool)
+    if config.min_user_count or config.min_item_count:
+        _k_core(raw, keep, alive, config.min_user_count, config.min_item_count)
+    kcore_users = n_users0 - int(alive.sum())
+    lengths = np.bincount(users[keep], minlength=n_users0)
+    short = np.flatnonzero(alive & (lengths < MIN_SEQUENCE_LENGTH))
+    if len(short):
+        alive[short] = False
+        keep &= alive[users]
+        logger.warning(
+            "dropped %d user(s) with fewer than %d interactions (leave-one-out needs a training item, a "
+            "validation item and a test item), e.g. user %r", len(short), MIN_SEQUENCE_LENGTH,
+            raw.user_vocab[short[0]],
+        )
+    if not alive.any():
+        raise ValueError(
+            f"{raw.source or raw.name}: no user has {MIN_SEQUENCE_LENGTH} or more interactions after filtering; "
+            "lower min_user_count/min_item_count or add data"
+        )
+    return keep, alive, lengths, kcore_users, len(short)
+
+
+def _number_items(
+    raw: RawDataset, keep: np.ndarray, alive: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The kept sequences as flat item indices ``(m,)`` + offsets ``(U' + 1,)``, the raw item code of each
+    index ``(N,)`` and the kept users ``(U',)``.
+
+    Items are numbered by first appearance in the kept sequences, so the numbering is reproducible.
+    """
+    kept = raw.item_codes[keep]  # (m,) raw item codes in sequence order
+    order = pc.unique(pa.array(kept)).to_numpy()  # raw item codes by first appearance (hash-based, O(m))
+    new_index = np.full(len(raw.item_vocab), -1, dtype=np.int64)
+    new_index[order] = np.arange(len(order))
+    flat = new_index[kept]  # (m,) item indices
+    del kept
+    kept_users = np.flatnonzero(alive)
+    offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
+    np.cumsum(lengths[kept_users], out=offsets[1:])
+    return flat, offsets, order, kept_users
+
+
+def _check_texts(raw: RawDataset, template: str, texts: list[str]) -> None:
+    """An error when no item has text under ``template``; a warning naming how many items have none."""
     n_no_text = sum(1 for t in texts if not t)
     if n_no_text == len(texts):
         raise ValueError(
-            f"{raw.source or raw.name}: no item has text under the template {config.text_template!r} (its fields "
-            f"{template_fields(config.text_template)} are empty for all {len(texts)} items); use fields the item "
+            f"{raw.source or raw.name}: no item has text under the template {template!r} (its fields "
+            f"{template_fields(template)} are empty for all {len(texts)} items); use fields the item "
             f"metadata has: {', '.join(_metadata_fields(raw)) or '(none)'}"
         )
     if n_no_text:
         logger.warning("%d item(s) have no text in any template field; they stay in the catalog", n_no_text)
-    return dataset, dropped
 
 
 def _metadata_fields(raw: RawDataset) -> list[str]:

@@ -2,6 +2,7 @@
 settings (``DecodingSettings``) a trained generator ranks with."""
 
 from sidrec.decoding.beam import BeamSearchResult, UserExclusions, constrained_beam_search
+from sidrec.decoding.exact import DigitCatalog, exact_scores, exact_topk, rank_exact
 from sidrec.decoding.hf_oracle import hf_constrained_generate, topk_mismatches, trie_prefix_allowed_tokens_fn
 from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.recommend import (
@@ -22,16 +23,20 @@ __all__ = [
     "DecodingSettings",
     "BeamSearchResult",
     "Candidates",
+    "DigitCatalog",
     "CodePrior",
     "CatalogTrie",
     "T5IncrementalDecoder",
     "UserExclusions",
     "beam_candidates",
     "constrained_beam_search",
+    "exact_scores",
+    "exact_topk",
     "has_dense_head",
     "hf_constrained_generate",
     "hybrid_rank",
     "popularity_prior",
+    "rank_exact",
     "recommend_topk",
     "reserve_cold",
     "topk_mismatches",

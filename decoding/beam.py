@@ -15,8 +15,10 @@ themselves and every prefix whose items are all excluded is pruned before it can
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,20 +171,11 @@ def _resolve_level_offsets(
 
 @torch.inference_mode()
 def constrained_beam_search(
-    model: nn.Module,
-    trie: CatalogTrie,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    *,
-    beam_size: int,
-    k: int,
-    exclude: Exclude = None,
-    level_offsets: Sequence[int] | None = None,
-    chunk_users: int | None = 32,
-    num_threads: int | None = None,
+    model: nn.Module, trie: CatalogTrie, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+    beam_size: int, k: int, exclude: Exclude = None, level_offsets: Sequence[int] | None = None,
+    chunk_users: int | None = 32, num_threads: int | None = None,
     on_encoded: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
-    prior: CodePrior | None = None,
-    prior_weight: float = 0.0,
+    prior: CodePrior | None = None, prior_weight: float = 0.0,
 ) -> BeamSearchResult:
     """Top-k catalog items per user by trie-constrained beam search.
 
@@ -222,6 +215,26 @@ def constrained_beam_search(
     Returns:
         ``BeamSearchResult`` with ``items``/``scores`` ``(B, k)`` sorted by descending score.
     """
+    _check_search_args(trie, input_ids, attention_mask, beam_size=beam_size, k=k, chunk_users=chunk_users,
+                       num_threads=num_threads, prior=prior, prior_weight=prior_weight)
+    offsets = _resolve_level_offsets(model, trie, level_offsets)
+    batch = input_ids.shape[0]
+    exclusions = UserExclusions(trie=trie, exclude=exclude, batch_size=batch) if exclude is not None else None
+    search = functools.partial(
+        _search, model, trie, offsets=offsets, beam_size=beam_size, k=k, exclusions=exclusions,
+        on_encoded=on_encoded, prior=prior if prior_weight else None, prior_weight=prior_weight,
+    )
+    chunks = _chunks_by_width(attention_mask, chunk_users)
+    with _search_mode(model, num_threads):
+        items, scores, codes = _search_chunks(search, input_ids, attention_mask, chunks, k=k, levels=trie.num_levels)
+    return BeamSearchResult(items=items, scores=scores, codes=codes)
+
+
+def _check_search_args(
+    trie: CatalogTrie, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, beam_size: int, k: int,
+    chunk_users: int | None, num_threads: int | None, prior: CodePrior | None, prior_weight: float,
+) -> None:
+    """``ValueError`` for arguments of ``constrained_beam_search`` that cannot work (checked before any work)."""
     if not 1 <= k <= beam_size:
         raise ValueError(f"need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
@@ -239,17 +252,29 @@ def constrained_beam_search(
     if prior_weight and prior.built_for != (trie.num_items, trie.num_active):
         raise ValueError("the CodePrior was built before items were added to or removed from the trie; build a "
                          "new one (CodePrior(trie=trie, item_counts=...))")
-    offsets = _resolve_level_offsets(model, trie, level_offsets)
-    batch, levels = input_ids.shape[0], trie.num_levels
-    exclusions = UserExclusions(trie=trie, exclude=exclude, batch_size=batch) if exclude is not None else None
+
+
+def _chunks_by_width(attention_mask: torch.Tensor, chunk_users: int | None) -> list[tuple[torch.Tensor, int]]:
+    """The batch's rows sorted by input width, cut into chunks of ``chunk_users`` (None = one chunk).
+
+    Each chunk is ``(users, width)``: its rows ``(b,)`` (CPU) and the width that holds all of their tokens.
+    """
+    batch = attention_mask.shape[0]
     # width needed per row: one past its last real token (right, left or no padding)
-    positions = torch.arange(1, input_ids.shape[1] + 1, device=attention_mask.device)
+    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
     widths = (positions * (attention_mask != 0)).amax(dim=1).clamp(min=1).cpu()  # (B,)
     order = torch.argsort(widths, stable=True)
     size = batch if chunk_users is None else chunk_users
-    items = torch.full((batch, k), -1, dtype=torch.long)
-    scores = torch.full((batch, k), float("-inf"), dtype=torch.float32)
-    codes = torch.full((batch, k, levels), -1, dtype=torch.long)
+    chunks = []
+    for first in range(0, batch, size):
+        users = order[first : first + size]  # (b,) CPU
+        chunks.append((users, int(widths[users].max())))
+    return chunks
+
+
+@contextlib.contextmanager
+def _search_mode(model: nn.Module, num_threads: int | None) -> Iterator[None]:
+    """Eval mode and ``num_threads`` torch CPU threads (None = as is) inside; both restored afterwards."""
     was_training = model.training
     if was_training:  # eval() walks every module: skip it when already in eval mode
         model.eval()
@@ -257,31 +282,31 @@ def constrained_beam_search(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        for first in range(0, batch, size):
-            users = order[first : first + size]  # (b,) CPU
-            width = int(widths[users].max())
-            rows = users.to(input_ids.device)
-            chunk = _search(
-                model,
-                trie,
-                input_ids[rows, :width],
-                attention_mask[rows, :width],
-                offsets=offsets,
-                beam_size=beam_size,
-                k=k,
-                exclusions=exclusions,
-                users=users,
-                on_encoded=on_encoded,
-                prior=prior if prior_weight else None,
-                prior_weight=prior_weight,
-            )
-            items[users], scores[users], codes[users] = chunk
+        yield
     finally:
         if was_training:
             model.train()
         if num_threads is not None:
             torch.set_num_threads(threads_before)
-    return BeamSearchResult(items=items, scores=scores, codes=codes)
+
+
+def _search_chunks(
+    search: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], input_ids: torch.Tensor,
+    attention_mask: torch.Tensor, chunks: list[tuple[torch.Tensor, int]], *, k: int, levels: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``search`` (``_search`` with its settings bound) on each chunk, each cropped to its own width.
+
+    Returns items/scores ``(B, k)`` and codes ``(B, k, L)`` in the batch's row order.
+    """
+    batch = input_ids.shape[0]
+    items = torch.full((batch, k), -1, dtype=torch.long)
+    scores = torch.full((batch, k), float("-inf"), dtype=torch.float32)
+    codes = torch.full((batch, k, levels), -1, dtype=torch.long)
+    for users, width in chunks:
+        rows = users.to(input_ids.device)
+        chunk = search(input_ids[rows, :width], attention_mask[rows, :width], users=users)
+        items[users], scores[users], codes[users] = chunk
+    return items, scores, codes
 
 
 def _search(
@@ -303,16 +328,7 @@ def _search(
     batch, levels = input_ids.shape[0], trie.num_levels
     device = input_ids.device
     excluded = exclusions.select(users) if exclusions is not None else None
-    # the encode hook: whatever encoder the model hands HF generate (code tokens for the tiger family,
-    # one item per position for the item family); the decoder below is the same T5 decoder for both
-    encoder_states = model.get_encoder()(
-        input_ids=input_ids, attention_mask=attention_mask
-    ).last_hidden_state  # (b, S, D)
-    if on_encoded is not None:
-        on_encoded(users, encoder_states, attention_mask)
-    decoder = T5IncrementalDecoder(
-        model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
-    )
+    decoder = _encode(model, input_ids, attention_mask, users=users, levels=levels, on_encoded=on_encoded)
     start = int(model.config.decoder_start_token_id)
     tokens = torch.full((batch,), start, dtype=torch.long, device=device)  # (b*K,)
     scores = torch.zeros(batch, 1, dtype=torch.float32)  # (b, K) cumulative log-probs, on CPU
@@ -345,8 +361,32 @@ def _search(
             tokens = (code + offsets[t]).view(-1).to(device)
     items = nodes  # at the last level the trie yields item indices
     codes = codes.masked_fill(items[..., None] < 0, -1)
+    return _pad_to_k(items, scores, codes, k)
+
+
+def _encode(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, users: torch.Tensor, levels: int,
+    on_encoded: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None,
+) -> T5IncrementalDecoder:
+    """Encode one chunk (calling ``on_encoded``) and return the incremental decoder over its states."""
+    # the encode hook: whatever encoder the model hands HF generate (code tokens for the tiger family,
+    # one item per position for the item family); the decoder is the same T5 decoder for both
+    encoder_states = model.get_encoder()(
+        input_ids=input_ids, attention_mask=attention_mask
+    ).last_hidden_state  # (b, S, D)
+    if on_encoded is not None:
+        on_encoded(users, encoder_states, attention_mask)
+    return T5IncrementalDecoder(
+        model=model, encoder_states=encoder_states, attention_mask=attention_mask, max_length=levels
+    )
+
+
+def _pad_to_k(
+    items: torch.Tensor, scores: torch.Tensor, codes: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad items (-1), scores (-inf) and codes (-1) to k columns when the last level had fewer candidates."""
     if items.shape[1] < k:  # fewer candidates than k in the whole last level
-        pad = k - items.shape[1]
+        batch, pad, levels = items.shape[0], k - items.shape[1], codes.shape[2]
         items = torch.cat([items, items.new_full((batch, pad), -1)], dim=1)
         scores = torch.cat([scores, scores.new_full((batch, pad), float("-inf"))], dim=1)
         codes = torch.cat([codes, codes.new_full((batch, pad, levels), -1)], dim=1)

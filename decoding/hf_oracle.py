@@ -42,14 +42,7 @@ def trie_prefix_allowed_tokens_fn(
     """
     offsets = [int(o) for o in level_offsets]
     levels = trie.num_levels
-    users, items = _flatten_exclude(exclude, batch_size)
-    excluded: list[Counter] = [Counter() for _ in range(batch_size)]
-    for user, item in set(zip(users.tolist(), items.tolist(), strict=True)):
-        if trie.active[item]:
-            code = tuple(int(c) for c in trie.codes[item])
-            for t in range(levels):  # one count per prefix + code on the item's path
-                excluded[user][code[: t + 1]] += 1
-
+    excluded = _excluded_prefix_counts(trie, exclude, batch_size)
     cache: dict[tuple[int, int], list[int]] = {}  # (level, node) -> allowed tokens without exclusions
 
     def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
@@ -82,6 +75,18 @@ def trie_prefix_allowed_tokens_fn(
         return (codes + offsets[t]).tolist()
 
     return allowed
+
+
+def _excluded_prefix_counts(trie: CatalogTrie, exclude: Exclude, batch_size: int) -> list[Counter]:
+    """Per user, how many of its distinct active excluded items lie below each code prefix (tuple of codes)."""
+    users, items = _flatten_exclude(exclude, batch_size)
+    excluded: list[Counter] = [Counter() for _ in range(batch_size)]
+    for user, item in set(zip(users.tolist(), items.tolist(), strict=True)):
+        if trie.active[item]:
+            code = tuple(int(c) for c in trie.codes[item])
+            for t in range(trie.num_levels):  # one count per prefix + code on the item's path
+                excluded[user][code[: t + 1]] += 1
+    return excluded
 
 
 @torch.inference_mode()

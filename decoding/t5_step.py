@@ -111,20 +111,10 @@ class T5IncrementalDecoder:
             ``(B*K, D)`` final hidden states (scaled like the model's lm_head input).
         """
         t = self._position
-        if t >= self._max_length:
-            raise ValueError(f"step() called {t + 1} times but max_length={self._max_length}")
         rows = tokens.shape[0]
-        if rows % self._batch:
-            raise ValueError(f"tokens has {rows} rows, not a multiple of the batch size {self._batch}")
+        self._begin_step(t, rows)
         beams = rows // self._batch
         heads, d_kv = self._heads, self._d_kv
-        if self._self_kv is None:
-            shape = (self._max_length, rows, 2, heads, d_kv)
-            self._self_kv = [self._cross_k[0].new_empty(shape) for _ in self._blocks]
-        elif self._self_kv[0].shape[1] != rows:
-            raise ValueError(
-                f"tokens has {rows} rows but the cache holds {self._self_kv[0].shape[1]}; reorder first"
-            )
         bias = self._position_bias[:, t, : t + 1]  # (H, t+1)
         dim = (self._embed.weight.shape[1],)
         eps = self._norm_eps
@@ -161,3 +151,17 @@ class T5IncrementalDecoder:
             hidden = hidden * self._out_scale
         self._position = t + 1
         return hidden
+
+    def _begin_step(self, t: int, rows: int) -> None:
+        """Check step ``t`` with ``rows`` token rows can run; allocate the self-attention cache at step 0."""
+        if t >= self._max_length:
+            raise ValueError(f"step() called {t + 1} times but max_length={self._max_length}")
+        if rows % self._batch:
+            raise ValueError(f"tokens has {rows} rows, not a multiple of the batch size {self._batch}")
+        if self._self_kv is None:
+            shape = (self._max_length, rows, 2, self._heads, self._d_kv)
+            self._self_kv = [self._cross_k[0].new_empty(shape) for _ in self._blocks]
+        elif self._self_kv[0].shape[1] != rows:
+            raise ValueError(
+                f"tokens has {rows} rows but the cache holds {self._self_kv[0].shape[1]}; reorder first"
+            )

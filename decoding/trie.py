@@ -362,8 +362,24 @@ class CatalogTrie:
         n = new_codes.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.int64)
+        plans, num_nodes = self._plan_insert(new_codes)  # 1) checks and numbering, no writes
+        self._write_plans(plans, num_nodes)  # 2) write: edges, counts ...
+        start = self._num_items  # ... and the item table
+        self._codes = _grow_rows(self._codes, start + n, 0)
+        self._active = _grow_rows(self._active, start + n, False)
+        self._codes[start:start + n] = new_codes
+        self._active[start:start + n] = True
+        self._num_items += n
+        return start + np.arange(n, dtype=np.int64)
+
+    def _plan_insert(self, new_codes: np.ndarray) -> tuple[list, list[int]]:
+        """Walk level by level over the unique edges of ``new_codes``, numbering the prefixes that are new.
+
+        Writes nothing. Returns per level ``(unique edge keys, child of each, which are new, items below
+        each)`` and the node count of every level after the insert; raises as ``add_items`` documents.
+        """
+        n = new_codes.shape[0]
         last = self.num_levels - 1
-        # 1) walk level by level over the unique edges, numbering the prefixes that are new (no writes)
         plans = []  # per level: (unique edge keys, child of each, which are new, items below each)
         nodes = np.zeros(n, dtype=np.int64)  # (n,) node id at the current level
         num_nodes = list(self._num_nodes)
@@ -378,33 +394,45 @@ class CatalogTrie:
                 num_nodes[t + 1] += int(new.sum())
                 nodes = child[inverse]
             else:
-                if inverse is None and ((counts > 1).any() or (child >= 0).any()):  # error paths only
-                    inverse = self._edge_keys(t, nodes, new_codes[:, t])[1]
-                if (counts > 1).any():
-                    dup = new_codes[int(np.flatnonzero(counts[inverse] > 1)[0])].tolist()
-                    raise ValueError(
-                        f"{int((counts > 1).sum())} full codes occur more than once among the new items "
-                        f"(e.g. {dup}); every item needs a distinct code - deduplicate with the collision level"
-                    )
-                taken = child >= 0
-                taken[taken] = self._active[child[taken]]
-                if taken.any():
-                    i = int(np.flatnonzero(taken[inverse])[0])
-                    raise ValueError(
-                        f"{int(taken.sum())} new items share their full code with an active item "
-                        f"(e.g. code {new_codes[i].tolist()} is item {int(child[inverse[i]])}); remove that item "
-                        "first or give the new item a distinct collision code"
-                    )
-                if perm is not None:  # sorted edges: edge j belongs to row perm[j] (every edge has one row)
-                    row_of_edge = perm
-                else:
-                    row_of_edge = np.empty(n, dtype=np.int64)
-                    row_of_edge[inverse] = np.arange(n)
-                child = self._num_items + row_of_edge
+                child = self._plan_last_level(new_codes, nodes, counts, child, inverse, perm)
                 new = np.ones(len(uniq), dtype=bool)  # (re)point every edge at its new item
             plans.append((uniq, child, new, counts))
-        del nodes, inverse, perm
-        # 2) write: edges, counts, item table (each level's plan is dropped once written)
+        return plans, num_nodes
+
+    def _plan_last_level(self, new_codes: np.ndarray, nodes: np.ndarray, counts: np.ndarray, child: np.ndarray,
+                         inverse: np.ndarray | None, perm: np.ndarray | None) -> np.ndarray:
+        """The new item index of each last-level edge, after checking that no full code is taken.
+
+        ``nodes``: each row's node at the last level; ``counts``/``child``: per unique edge, the new rows
+        on it and the item it holds now (-1 if none); ``inverse``/``perm`` as ``_edge_keys`` returned them.
+        """
+        n, t = new_codes.shape[0], self.num_levels - 1
+        if inverse is None and ((counts > 1).any() or (child >= 0).any()):  # error paths only
+            inverse = self._edge_keys(t, nodes, new_codes[:, t])[1]
+        if (counts > 1).any():
+            dup = new_codes[int(np.flatnonzero(counts[inverse] > 1)[0])].tolist()
+            raise ValueError(
+                f"{int((counts > 1).sum())} full codes occur more than once among the new items "
+                f"(e.g. {dup}); every item needs a distinct code - deduplicate with the collision level"
+            )
+        taken = child >= 0
+        taken[taken] = self._active[child[taken]]
+        if taken.any():
+            i = int(np.flatnonzero(taken[inverse])[0])
+            raise ValueError(
+                f"{int(taken.sum())} new items share their full code with an active item "
+                f"(e.g. code {new_codes[i].tolist()} is item {int(child[inverse[i]])}); remove that item "
+                "first or give the new item a distinct collision code"
+            )
+        if perm is not None:  # sorted edges: edge j belongs to row perm[j] (every edge has one row)
+            row_of_edge = perm
+        else:
+            row_of_edge = np.empty(n, dtype=np.int64)
+            row_of_edge[inverse] = np.arange(n)
+        return self._num_items + row_of_edge
+
+    def _write_plans(self, plans: list, num_nodes: list[int]) -> None:
+        """Write ``_plan_insert``'s edges and counts level by level (each level's plan is dropped once written)."""
         for t in range(self.num_levels):
             uniq, child, new, counts = plans[t]
             plans[t] = None
@@ -416,13 +444,6 @@ class CatalogTrie:
                 level.set(uniq[new], child[new])
             level.add_counts(uniq, counts)
             del uniq, child, new, counts
-        start = self._num_items
-        self._codes = _grow_rows(self._codes, start + n, 0)
-        self._active = _grow_rows(self._active, start + n, False)
-        self._codes[start:start + n] = new_codes
-        self._active[start:start + n] = True
-        self._num_items += n
-        return start + np.arange(n, dtype=np.int64)
 
     def remove_items(self, items: np.ndarray | Sequence[int]) -> int:
         """Take items out of the catalog (out of stock); returns how many were active and got removed.

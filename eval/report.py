@@ -115,6 +115,14 @@ def render_report(result: dict[str, Any]) -> str:
             f"{m[c]:.4f} [{ci[c][0]:.4f}, {ci[c][1]:.4f}]" if c in ci else _fmt(m.get(c)) for c in CI_COLUMNS
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _slice_tables(result)
+    lines += ["", "Recall@K plot: `recall_at_k.png`." if result.get("plot") else "No plot (matplotlib missing).", ""]
+    return "\n".join(lines)
+
+
+def _slice_tables(result: dict[str, Any]) -> list[str]:
+    """The report's "Recall@10 by ..." sections: one table of users' buckets per slicing, every model a row."""
+    lines: list[str] = []
     slicings = ["history_length", "target_popularity"]
     if any("target_cold" in block.get("slices", {}) for _, block in _blocks(result)):
         slicings.append("target_cold")  # a cold-start split: users whose target is warm / cold
@@ -133,8 +141,7 @@ def render_report(result: dict[str, Any]) -> str:
         for name, block in _blocks(result):
             sl = block.get("slices", {}).get(slicing, {})
             lines.append(f"| {name} | " + " | ".join(_fmt(sl.get(b, {}).get("recall@10")) for b in buckets) + " |")
-    lines += ["", "Recall@K plot: `recall_at_k.png`." if result.get("plot") else "No plot (matplotlib missing).", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def plot_recall_at_k(result: dict[str, Any], path: str | os.PathLike) -> bool:

@@ -15,6 +15,7 @@ _EXPORTS = {
     "EOS_TOKEN_ID": "sidrec.seqmodel.vocab",
     "SemanticIdGenerator": "sidrec.seqmodel.model",
     "ItemLevelGenerator": "sidrec.seqmodel.item_model",
+    "ParallelIdGenerator": "sidrec.seqmodel.parallel_model",
     "GENERATOR_FAMILIES": "sidrec.seqmodel.families",
     "load_generator": "sidrec.seqmodel.families",
     "build_t5_config": "sidrec.seqmodel.model",

@@ -107,16 +107,24 @@ class ParallelHeads:
     mean of M independent vectors is about sqrt(M) smaller than one of them, so 0 means sqrt(M) (the size
     of their sum). head: how a digit's logits come from the user state: ``tied`` (a per-digit projection,
     then dot products with that digit's input embeddings), ``untied`` (own output embeddings) or ``cosine``
-    (tied, cosine similarity over ``head_temperature``).
+    (tied, cosine similarity over ``head_temperature``). item_loss_weight: weight of a second loss next to
+    the per-digit cross-entropy: the softmax over the whole training catalog of the items' scores (the sum
+    of their digits' logits, the score exact ranking sorts by), SASRec's full-softmax objective with items
+    made of digits (0 = RPG's per-digit loss alone); item_negatives: score the target against this many
+    items drawn uniformly from the training catalog at each step instead of all of them (0 = all; a
+    sampled softmax, much cheaper for large catalogs).
     """
 
     digit_input_scale: float = 0.0
     head: str = "tied"
     head_temperature: float = 0.07
+    item_loss_weight: float = 0.0
+    item_negatives: int = 0
 
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
         "digit_input_scale": Range(0), "head": Choice(("tied", "untied", "cosine")),
-        "head_temperature": Range(0, lo_open=True),
+        "head_temperature": Range(0, lo_open=True), "item_loss_weight": Range(0),
+        "item_negatives": Range(0),
     }
 
 

@@ -15,19 +15,21 @@ from pathlib import Path
 
 from sidrec.seqmodel.item_model import ItemLevelGenerator
 from sidrec.seqmodel.model import CONFIG_FILE, SemanticIdGenerator
+from sidrec.seqmodel.parallel_model import ParallelIdGenerator
 from sidrec.utils import read_json
 
 __all__ = ["GENERATOR_FAMILIES", "load_generator"]
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_FAMILIES: dict[str, type[SemanticIdGenerator]] = {
+GENERATOR_FAMILIES: dict[str, type] = {
     SemanticIdGenerator.family: SemanticIdGenerator,
     ItemLevelGenerator.family: ItemLevelGenerator,
+    ParallelIdGenerator.family: ParallelIdGenerator,
 }
 
 
-def load_generator(directory: str | os.PathLike) -> SemanticIdGenerator:
+def load_generator(directory: str | os.PathLike):
     """Load a generator folder of any family (CPU, eval mode)."""
     folder = Path(directory)
     config_file = folder / CONFIG_FILE

@@ -25,7 +25,7 @@ from transformers import T5Config
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.t5.modeling_t5 import T5Attention, T5LayerFF, T5LayerNorm, T5LayerSelfAttention
 
-__all__ = ["CausalItemEncoder", "ItemEmbedder", "causal_padding_bias"]
+__all__ = ["CausalItemEncoder", "ItemEmbedder", "causal_padding_bias", "last_states"]
 
 PAD_ITEM = 0  # item token 0 = padding; item index i is token i + 1
 
@@ -52,11 +52,12 @@ class ItemEmbedder(nn.Module):
         d_model: output width.
         id_dropout: training only: the probability that an item's ID vector is dropped, so the model
             also learns to rank items from codes and text alone (what rare and new items have).
+        code_scale: factor on the sum of the level-token embeddings (1 = the sum; ``1 / L`` = their mean).
     """
 
     def __init__(
         self, *, token_embedding: nn.Embedding, item_tokens: torch.Tensor, text: torch.Tensor | None,
-        id_rows: torch.Tensor, num_id_rows: int, d_model: int, id_dropout: float = 0.0,
+        id_rows: torch.Tensor, num_id_rows: int, d_model: int, id_dropout: float = 0.0, code_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.token_embedding = token_embedding
@@ -72,6 +73,7 @@ class ItemEmbedder(nn.Module):
             self.text_proj = None
         self.id_embedding = nn.Embedding(num_id_rows + 1, d_model, padding_idx=0) if num_id_rows > 0 else None
         self.id_dropout = id_dropout
+        self.code_scale = code_scale
 
     @property
     def num_items(self) -> int:
@@ -80,6 +82,8 @@ class ItemEmbedder(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``items`` = item tokens (index + 1, 0 = pad) of any shape -> ``(*items.shape, D)``; pad rows are 0."""
         vectors = self.token_embedding(self.item_tokens[items]).sum(-2)  # (..., D)
+        if self.code_scale != 1.0:
+            vectors = vectors * self.code_scale
         if self.text_proj is not None:
             vectors = vectors + self.text_proj(self.text[items])
         if self.id_embedding is not None:
@@ -172,3 +176,30 @@ class CausalItemEncoder(nn.Module):
             hidden = block(hidden, bias)
         hidden = self.dropout(self.final_layer_norm(hidden))
         return BaseModelOutput(last_hidden_state=hidden)
+
+
+def last_state(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state at each row's last real item: ``(B, T, D), (B, T) -> (B, D)``."""
+    last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)
+    return states[torch.arange(states.shape[0], device=states.device), last]
+
+
+@torch.no_grad()
+def last_states(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                width: int, chunk_users: int = 32) -> torch.Tensor:
+    """The user state (the causal encoder's output at the last real item) of each row: ``(B, T) -> (B, width)``.
+
+    Rows are sorted by length and encoded in chunks of ``chunk_users``, each cut to its own longest history
+    (most histories are short; one long row would otherwise make the whole batch pay for its padding).
+    Causal attention makes the result independent of the padding.
+    """
+    lengths = attention_mask.long().sum(1)  # (B,)
+    order = torch.argsort(lengths, stable=True)
+    out = torch.empty(input_ids.shape[0], width, device=input_ids.device)
+    for start in range(0, len(order), chunk_users):
+        rows = order[start : start + chunk_users]
+        cut = int(lengths[rows].max().clamp(min=1))
+        ids, mask = input_ids[rows, :cut], attention_mask[rows, :cut]
+        out[rows] = last_state(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask)  # (b, D)
+    return out
+

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from sidrec.seqmodel.config import ItemGeneratorConfig
-from sidrec.seqmodel.item_encoder import PAD_ITEM, CausalItemEncoder, ItemEmbedder
+from sidrec.seqmodel.item_encoder import PAD_ITEM, CausalItemEncoder, ItemEmbedder, last_state, last_states
 from sidrec.seqmodel.model import SemanticIdGenerator, build_t5_config
 from sidrec.seqmodel.vocab import PAD_TOKEN_ID, SemanticIdVocab
 
@@ -245,11 +245,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
             raise ValueError(f"history item index >= {self.num_items} (items in this generator's table)")
         return input_ids, mask
 
-    @staticmethod
-    def last_state(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The state at each row's last real item: ``(B, T, D), (B, T) -> (B, D)``."""
-        last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)
-        return states[torch.arange(states.shape[0], device=states.device), last]
+    last_state = staticmethod(last_state)  # (B, T, D), (B, T) -> (B, D): the state at each row's last real item
 
     def dense_logits(self, user: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Dense scores ``s * u . e_i`` (``s`` = ``dense_scale``): ``user (..., D)`` against the whole catalog ``(..., N)`` or,
@@ -263,22 +259,9 @@ class ItemLevelGenerator(SemanticIdGenerator):
 
     @torch.no_grad()
     def user_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, chunk_users: int = 32) -> torch.Tensor:
-        """The user state (the encoder output at the last real item) of each row: ``(B, T) -> (B, D)``.
-
-        Rows are sorted by length and encoded in chunks of ``chunk_users``, each cut to its own longest
-        history (most histories are short; one long row would otherwise make the whole batch pay for
-        its padding). Causal attention makes the result independent of the padding.
-        """
-        lengths = attention_mask.long().sum(1)  # (B,)
-        order = torch.argsort(lengths, stable=True)
-        out = torch.empty(input_ids.shape[0], self.config.d_model, device=input_ids.device)
-        for start in range(0, len(order), chunk_users):
-            rows = order[start : start + chunk_users]
-            width = int(lengths[rows].max().clamp(min=1))
-            ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
-            states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, width, D)
-            out[rows] = self.last_state(states, mask)
-        return out
+        """The user state of each row (the encoder output at its last real item): ``(B, T) -> (B, D)``
+        (``last_states``: rows encoded in length-sorted chunks, so short histories skip the padding)."""
+        return last_states(self.encoder, input_ids, attention_mask, width=self.config.d_model, chunk_users=chunk_users)
 
     @torch.no_grad()
     def dense_scores(

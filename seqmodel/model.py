@@ -247,7 +247,7 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
         if SemanticIdVocab.load(folder) != model.vocab:
             raise ValueError(f"{folder}: vocab.json disagrees with config.json (level_sizes / user buckets)")
         missing_keys, unexpected = load_safetensors_into(model, folder / WEIGHTS_FILE, strict=False, fix=retrain)
-        if unexpected or [k for k in missing_keys if not _is_tied(model, k)]:
+        if unexpected or [k for k in missing_keys if not is_tied_to_shared(model, k)]:
             raise ValueError(
                 f"{folder}/{WEIGHTS_FILE} does not match config.json (missing {missing_keys}, unexpected "
                 f"{unexpected}); the folder mixes files from different models"
@@ -255,7 +255,7 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
         return model.eval()
 
 
-def _is_tied(model: torch.nn.Module, key: str) -> bool:
+def is_tied_to_shared(model: torch.nn.Module, key: str) -> bool:
     """Whether parameter ``key`` shares storage with ``shared.weight`` (saved once in safetensors)."""
     param = model.get_parameter(key) if "." in key else None
     return param is not None and param.data_ptr() == model.shared.weight.data_ptr()

@@ -26,6 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from sidrec.utils import atomic_dir
+from sidrec.utils.config import Choice, Range, Rule
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,14 @@ POSITIONS = ("from_end", "from_start")
 
 
 @dataclass
-class SasrecModelConfig:
-    """Shape of a SASRec model (saved as ``config.json``)."""
+class SasrecShape:
+    """Shape of a SASRec model as a user sets it (the training config inherits these fields).
 
-    num_items: int
+    hidden_size: width of the item/position embeddings and every hidden state; num_blocks: self-attention
+    blocks; num_heads: attention heads (must divide hidden_size); max_len: history items read (positions);
+    dropout / attn_dropout: dropout on embeddings, residuals and feed-forward / on the attention weights.
+    """
+
     hidden_size: int = 64
     num_blocks: int = 2
     num_heads: int = 1
@@ -55,6 +61,21 @@ class SasrecModelConfig:
     # "from_end": position 0 = the most recent item (on Beauty valid NDCG@10 0.0463 vs 0.0449 with
     # "from_start" at epoch 20, same recipe otherwise); "from_start": position 0 = the oldest item
     positions: str = "from_end"
+
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {
+        "hidden_size": Range(1), "num_blocks": Range(1), "num_heads": Range(1), "max_len": Range(2),
+        "dropout": Range(0, 1, hi_open=True), "attn_dropout": Range(0, 1, hi_open=True),
+        "positions": Choice(values=POSITIONS),
+    }
+
+
+@dataclass
+class SasrecModelConfig(SasrecShape):
+    """Shape of a SASRec model plus its catalog (saved as ``config.json``)."""
+
+    # catalog size (items 0..num_items-1); required in practice (validate() rejects < 1), the default only
+    # lets it follow SasrecShape's defaulted fields
+    num_items: int = 0
     # items with index >= known_items (0 = all) did not exist at training time (a cold-start split's
     # held-out items): an ID model has no embedding for them, so they score -inf in training and serving
     known_items: int = 0
@@ -237,6 +258,8 @@ class SASRec(nn.Module):
         raw.pop("model_type", None)
         raw.setdefault("positions", "from_start")  # written before the option existed
         provenance = raw.pop("provenance", None)
+        if "num_items" not in raw:  # the field has a default (dataclass order) but a checkpoint always has it
+            raise ValueError(f"{cfg_file} does not describe a SASRec model (no num_items); {retrain}")
         try:
             model = cls(config=SasrecModelConfig(**raw))
         except TypeError as e:

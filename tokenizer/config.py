@@ -108,6 +108,16 @@ class TokenizerConfig:
     opq_rotation: bool = True
     opq_niter: int = 20
 
+    # collaborative signal in the codes (any method): cf_from names a trained ID model in the run folder
+    # whose item vectors are concatenated with the text embedding before quantizing ("baselines/sasrec",
+    # after `sidrec sasrec`; "" = text only). Each block is standardized; cf_weight scales the collaborative
+    # one (1 = the same total variance as the text block). Items without a collaborative vector (new, or
+    # never in training) get one predicted from their text by a ridge map (penalty cf_ridge) fitted on the
+    # others, so new items still need only text (sidrec.tokenizer.features).
+    cf_from: str = ""
+    cf_weight: float = 1.0
+    cf_ridge: float = 10.0
+
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
         "method": Choice(provider=_quantizer_names), "num_levels": Range(1, 64),
         "codebook_size": Range(2, null=True),  # null: sized to the catalog (sidrec.tokenizer.sizing)
@@ -121,6 +131,7 @@ class TokenizerConfig:
         "rqvae_dead_code_stop_before_end": Range(0), "fsq_levels": Range(2), "fsq_dims_per_token": Range(1),
         "fsq_hidden_dims": Range(1), "fsq_epochs": Range(1), "fsq_batch_size": Range(1),
         "fsq_lr": Range(0, lo_open=True), "opq_pca_dim": Range(0), "opq_niter": Range(1),
+        "cf_from": Choice(("", "baselines/sasrec")), "cf_weight": Range(0), "cf_ridge": Range(0),
     }
 
     def validate(self) -> None:

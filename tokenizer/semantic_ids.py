@@ -34,6 +34,7 @@ from sidrec.tokenizer.collisions import (
 )
 from sidrec.tokenizer.config import TokenizerConfig
 from sidrec.tokenizer.embeddings import check_embeddings, embed_texts
+from sidrec.tokenizer.features import CollaborativeFeatures
 from sidrec.tokenizer.sizing import code_space_warning, resolve_sizes
 from sidrec.tokenizer.stats import decoded_cosine, tokenizer_stats
 from sidrec.utils import (
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "sidrec.semantic_ids"
 FORMAT_VERSION = 1
 TABLE_FILE = "semantic_ids.tsv"
+FEATURES_FILE = "features.safetensors"
 
 NewItem = Mapping[str, Any] | tuple[str, str]
 
@@ -76,8 +78,10 @@ class SemanticIdTokenizer:
     def __init__(
         self, *, item_ids: Sequence[str], codes: np.ndarray, level_sizes: Sequence[int], quantizer: Quantizer,
         config: TokenizerConfig, text_template: str = "", stats: dict[str, Any] | None = None,
+        features: CollaborativeFeatures | None = None,
     ) -> None:
         codes = np.asarray(codes, dtype=np.int64)
+        self.features = features  # text (+ collaborative) -> quantizer input; None = the text embedding itself
         self.item_ids: list[str] = [str(i) for i in item_ids]
         self.level_sizes: list[int] = [int(k) for k in level_sizes]
         self.quantizer = quantizer
@@ -105,6 +109,16 @@ class SemanticIdTokenizer:
             self._by_code[row] = i
 
     # -- sizes and lookups ------------------------------------------------------------------------
+    @property
+    def text_dim(self) -> int:
+        """Width of the item text embeddings this tokenizer reads (the embedding model's)."""
+        return self.features.text_dim if self.features is not None else int(self.quantizer.input_dim)
+
+    def quantizer_input(self, text: np.ndarray) -> np.ndarray:
+        """What the quantizer encodes for items known only by their text embedding ``(N, text_dim)``: the text
+        itself, or text + a collaborative vector predicted from it (``CollaborativeFeatures``)."""
+        return text if self.features is None else self.features.transform(text)
+
     @property
     def num_fitted_items(self) -> int:
         """Rows the quantizer was fitted on (the first ones); later rows came from ``assign`` (new items)."""
@@ -137,27 +151,39 @@ class SemanticIdTokenizer:
     @classmethod
     def fit(
         cls, *, item_ids: Sequence[str], embeddings: np.ndarray, config: TokenizerConfig,
-        text_template: str = "", accelerator: Any = None,
+        text_template: str = "", accelerator: Any = None, cf: np.ndarray | None = None,
+        cf_known: np.ndarray | None = None,
     ) -> SemanticIdTokenizer:
         """Fit ``config.method`` on ``embeddings (N, D)``, resolve collisions, compute stats.
 
-        A null ``config.codebook_size`` is sized to the catalog (``sidrec.tokenizer.sizing``); the stored
-        config holds the resolved size. A code space too small for the catalog is logged as a warning
-        (also in ``stats["code_space_warning"]``).
+        ``cf (N, Dc)``: collaborative item vectors (e.g. SASRec's) to quantize with the text (``cf_known``:
+        ``bool (N,)`` rows that have one; the others get one predicted from their text; see
+        ``sidrec.tokenizer.features``). A null ``config.codebook_size`` is sized to the catalog
+        (``sidrec.tokenizer.sizing``); the stored config holds the resolved size. A code space too small for
+        the catalog is logged as a warning (also in ``stats["code_space_warning"]``).
         """
         with paused_gc():  # the collision passes and the ID table build millions of small tuples
             return cls._fit(item_ids=item_ids, embeddings=embeddings, config=config, text_template=text_template,
-                            accelerator=accelerator)
+                            accelerator=accelerator, cf=cf, cf_known=cf_known)
 
     @classmethod
     def _fit(cls, *, item_ids: Sequence[str], embeddings: np.ndarray, config: TokenizerConfig,
-             text_template: str, accelerator: Any) -> SemanticIdTokenizer:
+             text_template: str, accelerator: Any, cf: np.ndarray | None = None,
+             cf_known: np.ndarray | None = None) -> SemanticIdTokenizer:
         start = time.perf_counter()
-        emb = check_embeddings(embeddings, what="item embeddings")
-        if len(emb) != len(item_ids):
-            raise ValueError(f"{len(item_ids)} item_ids but {len(emb)} embedding rows; they must match row for row")
-        if len(emb) == 0:
+        text = check_embeddings(embeddings, what="item embeddings")
+        if len(text) != len(item_ids):
+            raise ValueError(f"{len(item_ids)} item_ids but {len(text)} embedding rows; they must match row for row")
+        if len(text) == 0:
             raise ValueError("no items to tokenize; the catalog is empty")
+        features, cf_info = None, None
+        if cf is not None:
+            features = CollaborativeFeatures(cf_weight=config.cf_weight, ridge=config.cf_ridge)
+            known = np.ones(len(text), dtype=bool) if cf_known is None else np.asarray(cf_known, dtype=bool)
+            cf_info = features.fit(text, cf, known)
+            emb = features.transform(text, cf, known)
+        else:
+            emb = text
         explicit = config.codebook_size is not None or config.method == "fsq"
         config = resolve_sizes(config, len(emb))
         quantizer = build_quantizer(config)
@@ -189,7 +215,8 @@ class SemanticIdTokenizer:
                    "unique_before_collision_plain": plain_stats["unique_before_collision"],
                    "max_collision_group_plain": plain_stats["max_collision_group"],
                    "recon_cosine_plain": recon_plain,
-                   "embedding_model": config.embedding_model, "embedding_dim": int(emb.shape[1]),
+                   "embedding_model": config.embedding_model, "embedding_dim": int(text.shape[1]),
+                   "quantizer_input_dim": int(emb.shape[1]), "collaborative": cf_info,
                    "seed": config.seed, "train_info": info},
         )
         warning = code_space_warning(config=config, num_items=len(emb), explicit=explicit, stats=stats)
@@ -203,7 +230,7 @@ class SemanticIdTokenizer:
                     stats["tokenize_seconds"])
         codes = np.concatenate([prefix, coll[:, None]], axis=1)  # (N, L)
         return cls(item_ids=item_ids, codes=codes, level_sizes=sizes, quantizer=quantizer, config=config,
-                   text_template=text_template, stats=stats)
+                   text_template=text_template, stats=stats, features=features)
 
     # -- cold start ---------------------------------------------------------------------------
     def assign(self, new_items: Iterable[NewItem], *, cache_dir: str | os.PathLike | None = None,
@@ -230,7 +257,7 @@ class SemanticIdTokenizer:
         the embeddings (a generator that reads item text) calls the two itself."""
         ids, texts = self._parse_new_items(new_items)
         if not ids:
-            return [], np.zeros((0, self.quantizer.input_dim), dtype=np.float32)
+            return [], np.zeros((0, self.text_dim), dtype=np.float32)
         emb = embed_texts(texts, model_name=self.config.embedding_model, template=self.text_template,
                           cache_dir=cache_dir, batch_size=self.config.embedding_batch_size,
                           show_progress=show_progress)
@@ -271,9 +298,10 @@ class SemanticIdTokenizer:
         """``assign`` for items already embedded (``(M, D)``, same model as the fit)."""
         ids = [_new_item_id(i, n) for n, i in enumerate(item_ids)]
         self._check_new_ids(ids)
-        emb = check_embeddings(embeddings, dim=self.quantizer.input_dim, what="new item embeddings")
+        emb = check_embeddings(embeddings, dim=self.text_dim, what="new item embeddings")
         if len(emb) != len(ids):
             raise ValueError(f"{len(ids)} new item_ids but {len(emb)} embedding rows")
+        emb = self.quantizer_input(emb)  # + a collaborative vector predicted from the text, when the codes carry one
         prefix = self.quantizer.encode(emb)  # (M, L-1)
         cands = (self.quantizer.last_level_candidates(emb, self.config.reassign_candidates)
                  if self.config.collision_strategy == "reassign" else prefix[:, -1:])
@@ -313,7 +341,8 @@ class SemanticIdTokenizer:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "method": self.quantizer.name,
             "level_sizes": self.level_sizes, "num_items": self.num_items,
-            "embedding_model": self.config.embedding_model, "embedding_dim": self.quantizer.input_dim,
+            "embedding_model": self.config.embedding_model, "embedding_dim": self.text_dim,
+            "features": None if self.features is None else self.features.get_config(),
             "text_template": self.text_template, "config": config_to_dict(self.config),
             "quantizer": self.quantizer.get_config(), "table": table_record(self.item_ids, self.codes),
         }
@@ -330,6 +359,8 @@ class SemanticIdTokenizer:
                 raise ValueError(f"item_id {item!r} contains a tab or newline and cannot be written to {TABLE_FILE}")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.quantizer.state_tensors().items()},
                   str(d / "model.safetensors"))
+        if self.features is not None:
+            save_file(self.features.state_tensors(), str(d / FEATURES_FILE))
         lines = ["item_id\tcodes"] + [f"{item}\t{' '.join(map(str, row))}"
                                       for item, row in zip(self.item_ids, self.codes.tolist(), strict=True)]
         atomic_write_text(d / TABLE_FILE, "\n".join(lines) + "\n")
@@ -354,7 +385,11 @@ class SemanticIdTokenizer:
             quantizer = Quantizer.from_state(meta["quantizer"], load_safetensors(d / "model.safetensors", fix=refit))
         except (KeyError, TypeError) as e:
             raise ValueError(f"{d}/config.json lacks or garbles {e}; {refit}") from e
-        if meta.get("embedding_dim") != quantizer.input_dim:
+        features = None
+        if meta.get("features"):
+            features = CollaborativeFeatures.from_state(meta["features"], load_safetensors(d / FEATURES_FILE, fix=refit))
+        expected = features.dim if features is not None else meta.get("embedding_dim")
+        if expected != quantizer.input_dim or (features is not None and features.text_dim != meta.get("embedding_dim")):
             raise ValueError(f"{d}: config.json says embedding_dim {meta.get('embedding_dim')} but the quantizer "
                              f"expects {quantizer.input_dim}; the folder is inconsistent, refit the tokenizer")
         ids, codes = _read_table(d / TABLE_FILE, len(level_sizes), fix=refit)
@@ -367,7 +402,7 @@ class SemanticIdTokenizer:
             check_table(record, ids, codes, recorded_by=f"{d}/config.json", table=str(d / TABLE_FILE), fix=refit)
         stats = read_json(d / "stats.json", fix=refit) if (d / "stats.json").is_file() else {}
         return cls(item_ids=ids, codes=codes, level_sizes=level_sizes, quantizer=quantizer, config=config,
-                   text_template=meta.get("text_template", ""), stats=stats)
+                   text_template=meta.get("text_template", ""), stats=stats, features=features)
 
     @property
     def dataset_fingerprint(self) -> str | None:

@@ -46,8 +46,8 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
     beam validated with and kept for inference), valid_dense (also measure the dense head alone over the
     whole catalog at each validation: an ablation).
 
-    Optimisation: AdamW(lr, weight_decay), warm-up for warmup_steps then inverse square root
-    (lr * min(s / w, sqrt(w / s))), batch_size examples per optimiser step (global, split over processes)
+    Optimisation: AdamW(lr, weight_decay), linear warm-up for warmup_steps, then lr_schedule:
+    ``inverse_sqrt`` (TIGER: lr * sqrt(w / s)) or ``constant`` (lr), batch_size examples per optimiser step (global, split over processes)
     x grad_accum, max_grad_norm clipping (0 = off), mixed_precision no|bf16|fp16.
     Length: max_steps optimiser steps (0 = no limit) and/or epochs (0 = no limit); one must be set;
     max_minutes also stops after that much training time (validation excluded; 0 = no limit). cooldown:
@@ -67,6 +67,7 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
     prior_weights: list[float] = field(default_factory=lambda: [0.0])
     valid_dense: bool = True
     lr: float = 0.01
+    lr_schedule: str = "inverse_sqrt"
     weight_decay: float = 0.0
     warmup_steps: int = 10000
     batch_size: int = 256
@@ -94,7 +95,7 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
         "family": Choice(provider=_families), "user_buckets": Range(0),
         "hybrid_weights": Range(0), "prior_weights": Range(0, 1), "lr": Range(0, lo_open=True),
-        "weight_decay": Range(0), "warmup_steps": Range(0), "batch_size": Range(1), "grad_accum": Range(1),
+        "lr_schedule": Choice(("inverse_sqrt", "constant")), "weight_decay": Range(0), "warmup_steps": Range(0), "batch_size": Range(1), "grad_accum": Range(1),
         "max_grad_norm": Range(0), "mixed_precision": Choice(("no", "bf16", "fp16")), "max_steps": Range(0),
         "epochs": Range(0), "max_minutes": Range(0), "cooldown": Range(0, 1), "eval_every": Range(0),
         "eval_at_minutes": Range(0), "valid_max_users": Range(0), "eval_batch_size": Range(1),
@@ -114,4 +115,4 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
             raise ValueError(f"hybrid_weights must be a non-empty list of weights >= 0, got {self.hybrid_weights}")
 
     def uses_dense_head(self) -> bool:
-        return self.family == "item" and self.dense_head
+        return self.family in ("item", "parallel") and self.dense_head

@@ -53,13 +53,16 @@ __all__ = ["GeneratorTrainer", "Progress", "inverse_sqrt_lambda"]
 LOG_FILE = "training.json"
 
 
-def inverse_sqrt_lambda(warmup_steps: int):
-    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then ``sqrt(warmup / step)`` (TIGER)."""
+def inverse_sqrt_lambda(warmup_steps: int, *, decay: bool = True):
+    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then ``sqrt(warmup / step)`` (TIGER) or, with
+    ``decay=False``, 1 (a constant rate after the warm-up)."""
     warmup = max(1, warmup_steps)
 
     def factor(step: int) -> float:
         s = step + 1
-        return s / warmup if s < warmup else math.sqrt(warmup / s)
+        if s < warmup:
+            return s / warmup
+        return math.sqrt(warmup / s) if decay else 1.0
 
     return factor
 
@@ -158,7 +161,8 @@ class GeneratorTrainer:
         cfg, accelerator = self.cfg, self.accelerator
         model = self.task.build_model()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, inverse_sqrt_lambda(cfg.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, inverse_sqrt_lambda(cfg.warmup_steps, decay=cfg.lr_schedule == "inverse_sqrt"))
         # Own generator: DataLoader iterators draw a base seed from it, not from the global RNG that drives
         # dropout, so a resumed run (new iterator mid-epoch) replays the same dropout masks.
         loader, self.sampler = self.task.loader(torch.Generator().manual_seed(cfg.seed))

@@ -237,3 +237,45 @@ class ItemTask:
         out = model(**batch)
         return out.loss, {"generation": out.generation_loss.detach(), "dense": out.dense_loss.detach(),
                           "distill": out.distill_loss.detach()}
+
+
+# ---------------------------------------------------------------------------------------- parallel
+@register_task("parallel")
+class ParallelTask(ItemTask):
+    """All digits of the next item at every position (RPG-style); exact ranking of the whole catalog.
+
+    Batches are the item family's user windows; the model reads item positions and predicts every digit
+    of the tokenizer's table (long OPQ IDs, or any table) with one head per digit.
+    """
+
+    ranking = "exact"
+
+    def build_model(self):
+        from sidrec.seqmodel.parallel_model import ParallelIdGenerator, build_parallel_config, item_id_rows
+
+        cfg = self.ctx.cfg
+        text = self._text()
+        counts = self.ctx.dataset.train_item_counts()
+        id_rows = item_id_rows(counts, cfg.id_min_count)
+        config = build_parallel_config(
+            level_sizes=self.ctx.level_sizes, num_items=self.ctx.dataset.num_items,
+            text_dim=0 if text is None else text.shape[1], num_id_rows=int(id_rows.max(initial=0)),
+            id_dropout=cfg.id_dropout, digit_input_scale=cfg.digit_input_scale, head=cfg.head,
+            head_temperature=cfg.head_temperature, item_loss_weight=cfg.item_loss_weight,
+            item_negatives=cfg.item_negatives, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
+            **cfg.t5_kwargs(),
+        )
+        logger.info("parallel generator: %d items, %d digits of %s codes, text %s, %d items with an ID embedding",
+                    config.num_items, len(config.level_sizes), sorted(set(config.level_sizes)),
+                    "on" if text is not None else "off", config.num_id_rows)
+        model = ParallelIdGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows,
+                                          item_counts=counts)
+        if self.ctx.dataset.num_cold_items:  # held-out items are not in the catalog the item softmax trains on
+            model.set_training_catalog(~self.ctx.dataset.cold_items)
+        return model
+
+    @staticmethod
+    def loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(**batch)
+        return out.loss, {"digits": out.digit_loss.detach(), "items": out.item_loss.detach(),
+                          "dense": out.dense_loss.detach()}

@@ -86,13 +86,21 @@ def _local_beam(model, data: ValidationData, idx: np.ndarray, cfg, *, prior_weig
     return local
 
 
-def _local_exact(model, data: ValidationData, idx: np.ndarray) -> dict[str, torch.Tensor]:
-    """One batch of VALID users ranked exactly over the available catalog (the ``parallel`` family)."""
-    from sidrec.decoding import exact_topk
+class _ExactBatches:
+    """Ranks batches of VALID users exactly over the available catalog (the ``parallel`` family), with every
+    dense weight at once; the ranker (and its index) is built on the first batch."""
 
-    histories = [data.split.histories[i] for i in idx]
-    items, scores = exact_topk(model, histories, k=10, available=data.available)
-    return {"items": items, "scores": scores}
+    def __init__(self, data: ValidationData, weights: Sequence[float]) -> None:
+        self.data, self.weights, self.ranker = data, list(weights), None
+
+    def __call__(self, model, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        from sidrec.decoding.exact import ExactRanker
+
+        if self.ranker is None:
+            self.ranker = ExactRanker(model, available=self.data.available)
+        histories = [self.data.split.histories[i] for i in idx]
+        ranked = self.ranker.topk_by_weight(histories, k=10, dense_weights=self.weights)
+        return {f"items@{w}": ranked[w][0] for w in self.weights}
 
 
 def _gather(accelerator, model, data: ValidationData, cfg, rank_batch, tail: np.ndarray | None) -> dict[str, Any]:
@@ -138,13 +146,7 @@ def validate(accelerator, model, *, data: ValidationData, cfg, ranking: str = "b
     from sidrec.decoding import Candidates, popularity_prior
 
     if ranking == "exact":
-        cat = _gather(accelerator, model, data, cfg, lambda m, idx: _local_exact(m, data, idx), tail)
-        targets = cat["targets"].numpy()
-        metrics: dict[str, Any] = {**ranking_metrics(cat["items"].numpy(), targets, ks=(1, 5, 10)),
-                                   "users": int(len(targets))}
-        if tail is not None:
-            metrics.update(_tail_metrics(cat["items"][:, :10], targets, cat["tail"].numpy()))
-        return metrics
+        return _validate_exact(accelerator, model, data=data, cfg=cfg, tail=tail)
     prior = popularity_prior(accelerator.unwrap_model(model), data.trie) if prior_weight else None
     cat = _gather(accelerator, model, data, cfg, lambda m, idx: _local_beam(
         m, data, idx, cfg, prior_weight=prior_weight, prior=prior, dense_alone=dense_alone), tail)
@@ -164,6 +166,23 @@ def validate(accelerator, model, *, data: ValidationData, cfg, ranking: str = "b
         if "dense_top" in cat:
             m = ranking_metrics(cat["dense_top"].numpy(), targets, ks=(1, 5, 10))
             metrics["dense"] = {k: round(m[k], 5) for k in ("recall@10", "ndcg@10")}
+    return metrics
+
+
+def _validate_exact(accelerator, model, *, data: ValidationData, cfg, tail: np.ndarray | None) -> dict[str, Any]:
+    """VALID metrics of exact ranking over the whole available catalog; with a dense head, for every
+    ``cfg.hybrid_weights`` weight (``logp + w * dense``), the best one on top (``hybrid_weight``)."""
+    weights = list(cfg.hybrid_weights) if cfg.uses_dense_head() else [0.0]
+    cat = _gather(accelerator, model, data, cfg, _ExactBatches(data, weights), tail)
+    targets = cat["targets"].numpy()
+    by_weight = {w: ranking_metrics(cat[f"items@{w}"].numpy(), targets, ks=(1, 5, 10)) for w in weights}
+    best = max(by_weight, key=lambda w: by_weight[w]["ndcg@10"])  # ties: the first (smallest) weight
+    metrics: dict[str, Any] = {**by_weight[best], "users": int(len(targets))}
+    if tail is not None:
+        metrics.update(_tail_metrics(cat[f"items@{best}"], targets, cat["tail"].numpy()))
+    if cfg.uses_dense_head():
+        metrics["hybrid_weight"] = float(best)
+        metrics["by_weight"] = {str(w): {k: round(m[k], 5) for k in ("recall@10", "ndcg@10")} for w, m in by_weight.items()}
     return metrics
 
 

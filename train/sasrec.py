@@ -11,19 +11,20 @@ improvement, and writes ``RUN/baselines/sasrec/`` (``config.json``, ``model.safe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 
 from sidrec.data import PreparedDataset
 from sidrec.decoding.topk import batched_topk
-from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig
+from sidrec.seqmodel.sasrec import PAD, SASRec, SasrecModelConfig, SasrecShape
 from sidrec.train.common import (
     LengthGroupedBatchSampler,
     budget_progress,
@@ -42,11 +43,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SasrecTrainConfig:
+class SasrecTrainConfig(SasrecShape):
     """SASRec baseline training settings (preset: ``configs/baselines/sasrec.yaml``).
 
-    Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout, positions
-    ("from_end": 0 = the most recent item; "from_start": 0 = the oldest, as before; see SasrecModelConfig).
+    Model: hidden_size, num_blocks, num_heads, max_len, dropout, attn_dropout, positions, inherited from
+    ``SasrecShape`` (sidrec.seqmodel.sasrec), which declares them once with their defaults and rules
+    (positions "from_end": 0 = the most recent item; "from_start": 0 = the oldest, as before).
     Optimisation: Adam(lr, betas=(0.9, adam_beta2), weight_decay), batch_size sequences per step.
     length_chunks: encode each batch in this many groups of rows of similar length (same loss; padding
     mostly skipped: on Beauty, batch 128, one CPU thread, 8 chunks took 175 ms/step vs 238 unchunked at
@@ -68,13 +70,6 @@ class SasrecTrainConfig:
     The best epoch so far is saved whenever valid NDCG@10 improves, so an interrupted run keeps it.
     """
 
-    hidden_size: int = 64
-    num_blocks: int = 2
-    num_heads: int = 1
-    max_len: int = 50
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    positions: str = "from_end"
     lr: float = 1e-3
     lr_schedule: str = "constant"
     adam_beta2: float = 0.999
@@ -91,12 +86,11 @@ class SasrecTrainConfig:
     torch_threads: int = 0
     seed: int = 0
 
-    FIELD_RULES: ClassVar[dict[str, Rule]] = {
-        "hidden_size": Range(1), "num_blocks": Range(1), "num_heads": Range(1), "max_len": Range(2),
-        "dropout": Range(0, 1, hi_open=True), "attn_dropout": Range(0, 1, hi_open=True), "lr": Range(0, lo_open=True),
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {  # the model fields' rules are SasrecShape's
+        "lr": Range(0, lo_open=True),
         "weight_decay": Range(0), "batch_size": Range(1), "epochs": Range(1), "patience": Range(1),
         "max_steps": Range(0), "valid_max_users": Range(0), "max_minutes": Range(0), "eval_batch_size": Range(1),
-        "torch_threads": Range(0), "seed": Range(0), "positions": Choice(values=("from_end", "from_start")),
+        "torch_threads": Range(0), "seed": Range(0),
         "lr_schedule": Choice(values=("constant", "linear")),
         "adam_beta2": Range(0, 1, hi_open=True), "length_group": Range(1), "length_chunks": Range(1),
     }
@@ -107,11 +101,9 @@ class SasrecTrainConfig:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
 
     def model_config(self, num_items: int, *, known_items: int = 0) -> SasrecModelConfig:
-        return SasrecModelConfig(
-            num_items=num_items, known_items=known_items, hidden_size=self.hidden_size, num_blocks=self.num_blocks,
-            num_heads=self.num_heads, max_len=self.max_len, dropout=self.dropout,
-            attn_dropout=self.attn_dropout, positions=self.positions,
-        )
+        """The model config: this config's ``SasrecShape`` fields plus the catalog size."""
+        shape = {f.name: getattr(self, f.name) for f in dataclasses.fields(SasrecShape)}
+        return SasrecModelConfig(num_items=num_items, known_items=known_items, **shape)
 
 
 RENAMED = {"num_threads": "torch_threads"}  # old field -> new field
@@ -173,8 +165,51 @@ def train_sasrec(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str 
 
 
 def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path) -> dict:
+    """``train_sasrec``'s epoch loop: train, validate, save the best epoch, log, stop early."""
     provenance = stage_record(dataset_fingerprint=dataset.fingerprint())
     accelerator = make_accelerator(seed=cfg.seed)
+    model, raw_model, optim, loader, sampler = _build(dataset, cfg, accelerator)
+    history: list[dict] = []
+    best, best_epoch, step = -1.0, -1, 0
+    t0, train_s = time.time(), 0.0  # wall clock; training time without validation
+    total_steps = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
+    for epoch in range(cfg.epochs):
+        t_epoch = time.time()
+        sampler.set_epoch(epoch)
+        loss, step = _train_epoch(model, optim, loader, accelerator, cfg, step=step, total_steps=total_steps,
+                                  train_s=train_s, t_epoch=t_epoch)
+        train_s += time.time() - t_epoch
+        metrics = evaluate_valid(raw_model, dataset, cfg) if accelerator.is_main_process else {}
+        entry = {"epoch": epoch + 1, "step": step, "loss": loss, "valid": metrics,
+                 "lr": optim.param_groups[0]["lr"],
+                 "train_seconds": round(train_s, 1), "elapsed_s": round(time.time() - t0, 1)}
+        history.append(entry)
+        if accelerator.is_main_process:
+            logger.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f (%.0fs)", epoch + 1,
+                        entry["loss"], metrics["ndcg@10"], metrics["recall@10"], entry["elapsed_s"])
+            if metrics["ndcg@10"] > best:
+                best, best_epoch = metrics["ndcg@10"], epoch + 1
+                raw_model.save_pretrained(out_dir, provenance=provenance)  # atomic: an interrupted run keeps it
+        log = {"config": config_to_dict(cfg), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
+               "epochs_run": len(history), "train_seconds": round(train_s, 1),
+               "elapsed_seconds": round(time.time() - t0, 1), "history": history}
+        if accelerator.is_main_process:
+            atomic_write_json(Path(out_dir) / "train_log.json", log)
+        if _stop_after_epoch(cfg, accelerator, step=step, epoch=epoch, best_epoch=best_epoch, train_s=train_s):
+            break
+    if accelerator.is_main_process:
+        logger.info("best epoch %d (valid ndcg@10 %.4f) saved in %s", best_epoch, best, out_dir)
+    finish(accelerator)
+    return log
+
+
+def _build(
+    dataset: PreparedDataset, cfg: SasrecTrainConfig, accelerator: Any
+) -> tuple[Any, SASRec, Any, Any, LengthGroupedBatchSampler]:
+    """Training windows, batches, model and Adam, prepared by ``accelerator`` (sizes logged).
+
+    Returns the prepared model, the unwrapped model, the optimiser, the loader and its batch sampler.
+    """
     windows = training_windows(dataset.train_sequences(), cfg.max_len)
     if not windows:
         raise ValueError("no training sequence has 2+ items; prepare the dataset with longer sequences")
@@ -191,60 +226,53 @@ def _train(dataset: PreparedDataset, cfg: SasrecTrainConfig, out_dir: str | Path
         "SASRec: %d items, %d training windows, %d params", dataset.num_items, len(windows),
         sum(p.numel() for p in raw_model.parameters()),
     )
-    history: list[dict] = []
-    best, best_epoch, step = -1.0, -1, 0
-    t0, train_s = time.time(), 0.0  # wall clock; training time without validation
-    total_steps = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
-    for epoch in range(cfg.epochs):
-        t_epoch = time.time()
-        sampler.set_epoch(epoch)
-        model.train()
-        total, n = 0.0, 0
-        for inputs, labels in loader:
-            if cfg.lr_schedule != "constant":
-                progress = budget_progress(step=step, total_steps=total_steps, max_seconds=60 * cfg.max_minutes,
-                                           train_seconds=train_s + time.time() - t_epoch)
-                progress, = main_process_values(accelerator, progress)  # ranks' clocks differ a little
-                if progress >= 1.0:  # the learning rate has reached 0: the budget is spent mid-epoch
-                    break
-                for group in optim.param_groups:
-                    group["lr"] = scheduled_lr(cfg, progress)
-            loss = model(inputs, labels, length_chunks=cfg.length_chunks)  # forward = loss (DDP syncs gradients)
-            optim.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optim.step()
-            total, n, step = total + loss.item(), n + 1, step + 1
-            if cfg.max_steps and step >= cfg.max_steps:
+    return model, raw_model, optim, loader, sampler
+
+
+def _train_epoch(
+    model: Any, optim: Any, loader: Any, accelerator: Any, cfg: SasrecTrainConfig, *, step: int, total_steps: int,
+    train_s: float, t_epoch: float,
+) -> tuple[float, int]:
+    """One pass over ``loader``, cut short at ``max_steps`` or when the lr schedule's budget is spent.
+
+    ``step``: optimiser steps before this epoch; ``train_s``: training seconds before it, which began at
+    ``t_epoch``. Returns the epoch's mean loss and the step count after it.
+    """
+    model.train()
+    total, n = 0.0, 0
+    for inputs, labels in loader:
+        if cfg.lr_schedule != "constant":
+            progress = budget_progress(step=step, total_steps=total_steps, max_seconds=60 * cfg.max_minutes,
+                                       train_seconds=train_s + time.time() - t_epoch)
+            progress, = main_process_values(accelerator, progress)  # ranks' clocks differ a little
+            if progress >= 1.0:  # the learning rate has reached 0: the budget is spent mid-epoch
                 break
-        train_s += time.time() - t_epoch
-        metrics = evaluate_valid(raw_model, dataset, cfg) if accelerator.is_main_process else {}
-        entry = {"epoch": epoch + 1, "step": step, "loss": total / max(n, 1), "valid": metrics,
-                 "lr": optim.param_groups[0]["lr"],
-                 "train_seconds": round(train_s, 1), "elapsed_s": round(time.time() - t0, 1)}
-        history.append(entry)
-        if accelerator.is_main_process:
-            logger.info("epoch %d loss %.4f valid ndcg@10 %.4f recall@10 %.4f (%.0fs)", epoch + 1,
-                        entry["loss"], metrics["ndcg@10"], metrics["recall@10"], entry["elapsed_s"])
-            if metrics["ndcg@10"] > best:
-                best, best_epoch = metrics["ndcg@10"], epoch + 1
-                raw_model.save_pretrained(out_dir, provenance=provenance)  # atomic: an interrupted run keeps it
-        log = {"config": config_to_dict(cfg), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
-               "epochs_run": len(history), "train_seconds": round(train_s, 1),
-               "elapsed_seconds": round(time.time() - t0, 1), "history": history}
-        if accelerator.is_main_process:
-            atomic_write_json(Path(out_dir) / "train_log.json", log)
-        out_of_time = bool(cfg.max_minutes and train_s >= 60 * cfg.max_minutes)
-        if out_of_time:
-            logger.info("stopping: time budget of %.1f min spent", cfg.max_minutes)
-        stop = bool(cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience or out_of_time)
-        if stop and accelerator.is_main_process:  # only the main process validates ...
-            accelerator.set_trigger()
-        if accelerator.check_trigger():  # ... and every rank follows its decision
+            for group in optim.param_groups:
+                group["lr"] = scheduled_lr(cfg, progress)
+        loss = model(inputs, labels, length_chunks=cfg.length_chunks)  # forward = loss (DDP syncs gradients)
+        optim.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optim.step()
+        total, n, step = total + loss.item(), n + 1, step + 1
+        if cfg.max_steps and step >= cfg.max_steps:
             break
-    if accelerator.is_main_process:
-        logger.info("best epoch %d (valid ndcg@10 %.4f) saved in %s", best_epoch, best, out_dir)
-    finish(accelerator)
-    return log
+    return total / max(n, 1), step
+
+
+def _stop_after_epoch(
+    cfg: SasrecTrainConfig, accelerator: Any, *, step: int, epoch: int, best_epoch: int, train_s: float
+) -> bool:
+    """Whether training ends after ``epoch`` (0-based): step limit, patience or time budget reached.
+
+    Only the main process validates, so it decides and every rank follows its decision.
+    """
+    out_of_time = bool(cfg.max_minutes and train_s >= 60 * cfg.max_minutes)
+    if out_of_time:
+        logger.info("stopping: time budget of %.1f min spent", cfg.max_minutes)
+    stop = bool(cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience or out_of_time)
+    if stop and accelerator.is_main_process:  # only the main process validates ...
+        accelerator.set_trigger()
+    return accelerator.check_trigger()  # ... and every rank follows its decision
 
 
 def main(argv: list[str] | None = None) -> int:

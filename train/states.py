@@ -160,6 +160,32 @@ def plan_resume(
     ``explicit_fields`` (those given on the command line; None = all of ``cfg`` was given explicitly).
     """
     runs = list_training_runs(state_root)
+    chosen, state = _choose_run(runs, run_id, state_root=state_root, restart=restart)
+    if chosen.run_id == LEGACY_RUN_ID:
+        logger.warning("resuming states saved before run ids existed (%s): their config was not recorded, so it is "
+                       "not checked; pass the same settings as before", chosen.folder)
+        meta = {"run_id": LEGACY_RUN_ID, "config": config_to_dict(cfg), "inputs": inputs, "resumes": []}
+    else:
+        meta = dict(chosen.meta)
+        check_inputs(meta.get("inputs") or {}, chosen.run_id)
+        cfg, free = _resume_config(chosen, cfg, free_fields=free_fields, keep_saved_config=keep_saved_config,
+                                   explicit_fields=explicit_fields, restart=restart)
+        meta["config"] = config_to_dict(cfg)
+        meta.setdefault("resumes", []).append({
+            "at": _now(), "from": state.name,
+            "changed": {k: [a, b] for k, (a, b) in free.items()},
+        })
+    keeps_best = _check_model_owner(model_dir, chosen.run_id, overwrite=overwrite)
+    return TrainingPlan(run_id=chosen.run_id, state_dir=chosen.folder, cfg=cfg, meta=meta, resume_from=state,
+                        keeps_best=keeps_best)
+
+
+def _choose_run(runs: list[TrainingRun], run_id: str | None, *, state_root: Path,
+                restart: str) -> tuple[TrainingRun, Path]:
+    """The run ``plan_resume`` continues (None or ``"latest"``: the newest) and its newest state.
+
+    Errors naming the fix when there is no run, no such run, or the run has no saved state yet.
+    """
     if not runs:
         raise ValueError(f"--resume: no saved state under {state_root}; start without --resume")
     if run_id in (None, "latest"):
@@ -176,47 +202,51 @@ def plan_resume(
         hint = f"; resume another run by id: --resume RUN_ID, one of {', '.join(others)}" if others else ""
         raise ValueError(f"--resume: run {chosen.run_id}, the {'newest' if run_id in (None, 'latest') else 'named'} "
                          f"run, has no saved state yet; {restart}{hint}")
-    if chosen.run_id == LEGACY_RUN_ID:
-        logger.warning("resuming states saved before run ids existed (%s): their config was not recorded, so it is "
-                       "not checked; pass the same settings as before", chosen.folder)
-        meta = {"run_id": LEGACY_RUN_ID, "config": config_to_dict(cfg), "inputs": inputs, "resumes": []}
-    else:
-        meta = dict(chosen.meta)
-        check_inputs(meta.get("inputs") or {}, chosen.run_id)
-        diffs = config_differences(meta.get("config") or {}, cfg)
-        fixed = {k: v for k, v in diffs.items() if k not in free_fields}
-        if keep_saved_config and explicit_fields is not None:  # unnamed budgets: the run's own, too
-            fixed.update({k: v for k, v in diffs.items() if k in free_fields and k not in explicit_fields})
-        if fixed and not keep_saved_config:
-            lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in fixed.items())
-            raise ValueError(
-                f"--resume: run {chosen.run_id} was started with other settings, and its saved weights, optimiser "
-                f"and schedule depend on them:\n{lines}\nResume with the saved values (add --keep-saved-config), "
-                f"or {restart}"
-            )
-        if fixed:
-            logger.warning("--keep-saved-config: using run %s's saved %s", chosen.run_id,
-                           ", ".join(f"{k}={a!r} (not {b!r})" for k, (a, b) in fixed.items()))
-            cfg = dataclasses.replace(cfg, **{k: a for k, (a, _) in fixed.items()})
-            validate_config(cfg)
-        free = {k: v for k, v in diffs.items() if k not in fixed}
-        if free:
-            logger.info("resume: changed %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in free.items()))
-        meta["config"] = config_to_dict(cfg)
-        meta.setdefault("resumes", []).append({
-            "at": _now(), "from": state.name,
-            "changed": {k: [a, b] for k, (a, b) in free.items()},
-        })
+    return chosen, state
+
+
+def _resume_config(
+    chosen: TrainingRun, cfg: Any, *, free_fields: Collection[str], keep_saved_config: bool,
+    explicit_fields: Collection[str] | None, restart: str,
+) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+    """The config to resume ``chosen`` with, and the free fields that changed (``{field: (saved, new)}``).
+
+    A differing field that is not free is an error, or with ``keep_saved_config`` takes its saved value
+    (as do free fields not in ``explicit_fields``); see ``plan_resume``.
+    """
+    diffs = config_differences(chosen.meta.get("config") or {}, cfg)
+    fixed = {k: v for k, v in diffs.items() if k not in free_fields}
+    if keep_saved_config and explicit_fields is not None:  # unnamed budgets: the run's own, too
+        fixed.update({k: v for k, v in diffs.items() if k in free_fields and k not in explicit_fields})
+    if fixed and not keep_saved_config:
+        lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in fixed.items())
+        raise ValueError(
+            f"--resume: run {chosen.run_id} was started with other settings, and its saved weights, optimiser "
+            f"and schedule depend on them:\n{lines}\nResume with the saved values (add --keep-saved-config), "
+            f"or {restart}"
+        )
+    if fixed:
+        logger.warning("--keep-saved-config: using run %s's saved %s", chosen.run_id,
+                       ", ".join(f"{k}={a!r} (not {b!r})" for k, (a, b) in fixed.items()))
+        cfg = dataclasses.replace(cfg, **{k: a for k, (a, _) in fixed.items()})
+        validate_config(cfg)
+    free = {k: v for k, v in diffs.items() if k not in fixed}
+    if free:
+        logger.info("resume: changed %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in free.items()))
+    return cfg, free
+
+
+def _check_model_owner(model_dir: Path, run_id: str, *, overwrite: bool) -> bool:
+    """Refuse (unless ``overwrite``) when ``model_dir`` holds another run's model; returns whether the
+    resumed run keeps the best model already there (its own, or one from before run ids)."""
     exists = (model_dir / "config.json").is_file()
     owner = _model_run_id(model_dir)
-    if exists and owner is not None and owner != chosen.run_id and not overwrite:
+    if exists and owner is not None and owner != run_id and not overwrite:
         raise ValueError(
-            f"{model_dir} holds the model of run {owner}, not of run {chosen.run_id}; resuming would replace it. "
+            f"{model_dir} holds the model of run {owner}, not of run {run_id}; resuming would replace it. "
             f"Pass --overwrite to allow that, or resume run {owner}"
         )
-    keeps_best = exists and owner in (None, chosen.run_id)  # None: a model from before run ids, kept as before
-    return TrainingPlan(run_id=chosen.run_id, state_dir=chosen.folder, cfg=cfg, meta=meta, resume_from=state,
-                        keeps_best=keeps_best)
+    return exists and owner in (None, run_id)  # None: a model from before run ids, kept as before
 
 
 def _model_run_id(model_dir: Path) -> str | None:

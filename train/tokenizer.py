@@ -12,14 +12,17 @@ the old one (``RUN/generator``, its states) are named: their loaders now refuse 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from sidrec.data import PreparedDataset
 from sidrec.tokenizer import SemanticIdTokenizer, TokenizerConfig, embed_texts
 from sidrec.utils import atomic_dir, config_from_args, configure_logging, read_json, validate_config
-from sidrec.utils.run_folder import later_stages_present, refuse_existing
+from sidrec.utils.run_folder import RunFolder, later_stages_present, refuse_existing
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,29 @@ def _old_table(run: Path) -> dict | None:
     except ValueError:
         return None
     return meta.get("table") if isinstance(meta, dict) else None
+
+
+#: ``cf_from`` values: the run-folder model whose item vectors can go into the codes
+CF_SOURCES = ("baselines/sasrec",)
+
+
+def collaborative_vectors(run: RunFolder, source: str, dataset) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``cf (N, Dc)`` item vectors of the trained ID model ``source`` (``CF_SOURCES``), ``known (N,)`` (the
+    items it actually learned: seen in training, not held out) and the provenance record of the model."""
+    if source not in CF_SOURCES:
+        raise ValueError(f"cf_from {source!r} is not a collaborative source; use one of {', '.join(CF_SOURCES)} "
+                         "(train it first: sidrec sasrec --run RUN), or '' for text-only codes")
+    model = run.sasrec(dataset_fingerprint=dataset.fingerprint())
+    weights = model.item_emb.weight.detach().cpu().numpy()[1 : dataset.num_items + 1].astype(np.float32)  # (N, Dc)
+    known = dataset.train_item_counts() > 0
+    if dataset.num_cold_items:
+        known &= ~dataset.cold_items
+    record = {"from": source, "model": str(run.sasrec_dir), "dim": int(weights.shape[1]),
+              "weights_fingerprint": hashlib.sha256(weights.tobytes()).hexdigest()[:16],
+              "created": (model.provenance or {}).get("created"), "known_items": int(known.sum())}
+    logger.info("collaborative codes: %s item vectors (%d dims) for %d of %d items; the rest predicted from text",
+                source, weights.shape[1], int(known.sum()), len(known))
+    return weights, known, record
 
 
 def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=None,
@@ -58,8 +84,13 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
                           show_progress=accelerator.is_local_main_process)
     embed_seconds = time.perf_counter() - t0
     warm = dataset.num_items - dataset.num_cold_items  # a cold-start split numbers its held-out items last
+    cf = known = cf_record = None
+    if config.cf_from:
+        cf, known, cf_record = collaborative_vectors(RunFolder(run), config.cf_from, dataset)
+        cf, known = cf[:warm], known[:warm]
     tok = SemanticIdTokenizer.fit(item_ids=dataset.item_ids[:warm], embeddings=emb[:warm], config=config,
-                                  text_template=dataset.text_template, accelerator=accelerator)
+                                  text_template=dataset.text_template, accelerator=accelerator, cf=cf, cf_known=known)
+    tok.stats["cf_source"] = cf_record
     if dataset.num_cold_items:  # new items get their IDs the way production gives them: after the fit
         tok.assign_embeddings(dataset.item_ids[warm:], emb[warm:])
         tok.stats["cold_items_assigned"] = dataset.num_cold_items
@@ -89,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidrec.train.tokenizer", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run folder holding dataset/ (from `sidrec prepare`)")
     parser.add_argument("--config", default="tokenizer/rqvae", help="preset name (tokenizer/rqvae, "
-                        "tokenizer/rqkmeans, tokenizer/fsq) or YAML path")
+                        "tokenizer/rqkmeans, tokenizer/fsq, tokenizer/opq) or YAML path")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing RUN/tokenizer (a generator trained on the old IDs is then refused)")
     args, rest = parser.parse_known_args(argv)
