@@ -2,9 +2,10 @@
 settings (``DecodingSettings``) a trained generator ranks with."""
 
 from sidrec.decoding.beam import BeamSearchResult, UserExclusions, constrained_beam_search
-from sidrec.decoding.exact import DigitCatalog, exact_scores, exact_topk, rank_exact
+from sidrec.decoding.exact import DigitCatalog, ExactRanker, exact_scores, exact_topk, rank_exact
 from sidrec.decoding.hf_oracle import hf_constrained_generate, topk_mismatches, trie_prefix_allowed_tokens_fn
 from sidrec.decoding.prior import CodePrior
+from sidrec.decoding.rankers import BeamRanker, make_ranker, ranks_exactly
 from sidrec.decoding.recommend import (
     Candidates,
     beam_candidates,
@@ -21,9 +22,11 @@ __all__ = [
     "DECODING_FILE",
     "DEFAULT_BEAM_SIZE",
     "DecodingSettings",
+    "BeamRanker",
     "BeamSearchResult",
     "Candidates",
     "DigitCatalog",
+    "ExactRanker",
     "CodePrior",
     "CatalogTrie",
     "T5IncrementalDecoder",
@@ -35,8 +38,10 @@ __all__ = [
     "has_dense_head",
     "hf_constrained_generate",
     "hybrid_rank",
+    "make_ranker",
     "popularity_prior",
     "rank_exact",
+    "ranks_exactly",
     "recommend_topk",
     "reserve_cold",
     "topk_mismatches",

@@ -69,6 +69,14 @@ class DigitCatalog:
     def codes(self) -> np.ndarray:
         return (self.flat - self._offsets).numpy()
 
+    def restricted(self, mask: np.ndarray) -> DigitCatalog:
+        """A view offering only the active items where ``mask`` (``bool``, padded with False) is True."""
+        view = DigitCatalog.__new__(DigitCatalog)
+        view.level_sizes, view.width, view._offsets, view.flat = self.level_sizes, self.width, self._offsets, self.flat
+        mask = np.asarray(mask, dtype=bool)
+        view.active = self.active & np.pad(mask, (0, max(0, self.num_items - len(mask))))[: self.num_items]
+        return view
+
     def add_items(self, codes: np.ndarray) -> np.ndarray:
         """Append items (cold start); returns their indices (never renumbers the others)."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1, self.num_digits)
@@ -191,20 +199,25 @@ class ExactRanker:
 
     @torch.no_grad()
     def topk(self, histories: Sequence[Sequence[int]], *, k: int, exclude_history: bool = False,
-             batch_size: int = 256, dense_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+             batch_size: int = 256, dense_weight: float = 0.0, only: np.ndarray | None = None) -> tuple[torch.Tensor,
+                                                                                                       torch.Tensor]:
         """Top-``k`` items ``(U, k)`` and scores, best first (``-1`` / ``-inf`` where fewer exist). The score is
-        the item's log-probability, plus ``dense_weight`` x the dense score for a model with a dense head."""
+        the item's log-probability, plus ``dense_weight`` x the dense score for a model with a dense head.
+        ``only``: ``bool (N,)``, rank just these items (e.g. the cold ones)."""
         out = self.topk_by_weight(histories, k=k, exclude_history=exclude_history, batch_size=batch_size,
-                                  dense_weights=(dense_weight,))
+                                  dense_weights=(dense_weight,), only=only)
         return out[dense_weight]
 
     @torch.no_grad()
     def topk_by_weight(self, histories: Sequence[Sequence[int]], *, k: int, dense_weights: Sequence[float] = (0.0,),
-                       exclude_history: bool = False, batch_size: int = 256) -> dict[float, tuple[torch.Tensor,
-                                                                                                  torch.Tensor]]:
+                       exclude_history: bool = False, batch_size: int = 256,
+                       only: np.ndarray | None = None) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
         """``topk`` for each of ``dense_weights`` at once (the model runs once per batch): ``{weight: (items,
-        scores)}``. Weights above 0 rank with the torch backend (the dense score does not fold into faiss)."""
+        scores)}``. Weights above 0, and ``only``, rank with the torch backend (the dense score does not fold
+        into faiss, and faiss's index holds the whole active catalog)."""
         model = self.model
+        catalog = self.catalog if only is None else self.catalog.restricted(only)
+        use_faiss = self._faiss is not None and only is None
         device = next(model.parameters()).device
         if any(dense_weights) and not getattr(model, "has_dense_head", False):
             raise ValueError("dense_weight > 0 needs a generator with a dense head (dense_head: true)")
@@ -220,11 +233,11 @@ class ExactRanker:
                 states = model.user_states(input_ids, mask)  # (B, D)
                 dense = (states * model.dense_scale).cpu()
             for w in dense_weights:
-                if w == 0 and self._faiss is not None:
+                if w == 0 and use_faiss:
                     parts[w].append(self._faiss.search(queries, _log_norm(queries, model), k=k, exclude=exclude))
                     continue
                 extra = None if w == 0 else (lambda a, b, w=w, u=dense, v=vectors: w * u @ v[a:b].T)  # (B, b - a)
-                parts[w].append(rank_exact(log_probs.cpu(), self.catalog, k=k, exclude=exclude, extra=extra))
+                parts[w].append(rank_exact(log_probs.cpu(), catalog, k=k, exclude=exclude, extra=extra))
         return {w: (torch.cat([p[0] for p in v]) if v else torch.zeros((0, k), dtype=torch.long),
                     torch.cat([p[1] for p in v]) if v else torch.zeros((0, k))) for w, v in parts.items()}
 

@@ -30,7 +30,7 @@ __all__ = ["Candidates", "beam_candidates", "has_dense_head", "popularity_prior"
 
 
 def has_dense_head(model: nn.Module) -> bool:
-    """Whether the generator scores items densely too (the ``item`` family with ``dense_head``)."""
+    """Whether the generator scores items densely too (``dense_head`` in its config: item, parallel)."""
     return bool(getattr(model.config, "dense_head", False))
 
 

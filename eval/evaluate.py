@@ -194,63 +194,32 @@ def evaluate_run(
 
     An existing ``metrics.json`` in the output folder is an error unless ``overwrite``.
     """
-    from sidrec.data import PreparedDataset
     from sidrec.utils.run_folder import refuse_existing
 
-    if beam_size is not None and beam_size < LIST_LENGTH:
-        raise ValueError(f"beam_size {beam_size} is below the {LIST_LENGTH} items each list holds (the beam proposes "
-                         f"them); use a beam size of {LIST_LENGTH} or more")
-    if n_boot < 0:
-        raise ValueError(f"bootstrap resamples must be >= 0 (0 = no intervals), got {n_boot}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_args(beam_size=beam_size, n_boot=n_boot, batch_size=batch_size)
     run = Path(run)
     out_dir = Path(out) if out is not None else RunFolder(run).eval_dir
     refuse_existing(run, "evaluate", overwrite=overwrite, outputs=[str((out_dir / "metrics.json").absolute())])
-    dataset = PreparedDataset.load(run)
+    dataset = RunFolder(run).dataset()
     data = dataset.eval_split(split).sample(max_users, seed=seed)  # random users: file order is not random
-    item_counts = dataset.train_item_counts()
-    explicit = baselines is not None
     names = list(DEFAULT_BASELINES) if baselines is None else baselines
-    scorers = build_baselines(names, run=run, dataset=dataset, exclude_history=exclude_history, explicit=explicit)
+    scorers = build_baselines(names, run=run, dataset=dataset, exclude_history=exclude_history,
+                              explicit=baselines is not None)
     generators, status = [], "disabled (--no-generator)"
     if generator:
         generators, status = build_generator(run, dataset, exclude_history=exclude_history, beam_size=beam_size,
                                              batch_size=batch_size, cold_shares=tuple(cold_shares))
     logger.info("generator: %s", status)
-    result: dict[str, Any] = {
-        "split": split, "num_users": len(data), "exclude_history": exclude_history,
-        "bootstrap": n_boot, "seed": seed, "list_length": LIST_LENGTH, "catalog_k": CATALOG_K,
-        "config": {"run": str(run), "split": split, "baselines": names, "max_users": max_users,
-                   "bootstrap": n_boot, "seed": seed, "exclude_history": exclude_history,
-                   "beam_size": beam_size, "batch_size": batch_size},
-        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
-                    "num_items": dataset.num_items, "num_users": dataset.num_users,
-                    "cold_items": dataset.num_cold_items},
-        "git_commit": git_commit(), "generator_status": status,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"device": _device(), "cpu_cores": os.cpu_count()},
-        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
-    }
+    config = {"run": str(run), "split": split, "baselines": names, "max_users": max_users, "bootstrap": n_boot,
+              "seed": seed, "exclude_history": exclude_history, "beam_size": beam_size, "batch_size": batch_size}
+    result = _result_header(config, dataset=dataset, users=len(data), status=status)
     if generators:
-        from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR
-
-        settings = generators[0].settings  # the checkpoint's own, with any --beam-size applied
-        effective = settings.beam_size
-        if effective < LIST_LENGTH:  # recommend_topk widens it to the list length; say so and record that
-            logger.info("the generator was validated with beam %d; the %d-item lists are decoded with beam %d",
-                        effective, LIST_LENGTH, LIST_LENGTH)
-            effective = LIST_LENGTH
-        result["config"]["beam_size"] = effective
-        result["generator"] = {"family": generators[0].model.family, "hybrid_weight": settings.dense_weight,
-                               "decoding": settings.to_dict(),
-                               "provenance": getattr(generators[0].model.config, GENERATOR_PROVENANCE_ATTR, None),
-                               "semantic_ids": generators[0].table}
+        _describe_generator(result, generators[0])
     for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
-                          num_items=dataset.num_items, item_counts=item_counts, n_boot=n_boot, seed=seed,
-                          cold_items=dataset.cold_items if dataset.num_cold_items else None)
+                          num_items=dataset.num_items, item_counts=dataset.train_item_counts(), n_boot=n_boot,
+                          seed=seed, cold_items=dataset.cold_items if dataset.num_cold_items else None)
         res["seconds"] = round(res["seconds"], 2)
         res["training"] = training_record(run, scorer.name)
         if generators and scorer is generators[0]:
@@ -264,6 +233,52 @@ def evaluate_run(
     write_report(result, out_dir)
     atomic_write_json(out_dir / "metrics.json", result)
     return result
+
+
+def _check_args(*, beam_size: int | None, n_boot: int, batch_size: int) -> None:
+    if beam_size is not None and beam_size < LIST_LENGTH:
+        raise ValueError(f"beam_size {beam_size} is below the {LIST_LENGTH} items each list holds (the beam proposes "
+                         f"them); use a beam size of {LIST_LENGTH} or more")
+    if n_boot < 0:
+        raise ValueError(f"bootstrap resamples must be >= 0 (0 = no intervals), got {n_boot}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _result_header(config: dict[str, Any], *, dataset, users: int, status: str) -> dict[str, Any]:
+    """metrics.json before any model is scored: the settings, the dataset, the code version, date and machine."""
+    return {
+        "split": config["split"], "num_users": users, "exclude_history": config["exclude_history"],
+        "bootstrap": config["bootstrap"], "seed": config["seed"], "list_length": LIST_LENGTH, "catalog_k": CATALOG_K,
+        "config": config,
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_items": dataset.num_items,
+                    "num_users": dataset.num_users, "cold_items": dataset.num_cold_items},
+        "git_commit": git_commit(), "generator_status": status,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"device": _device(), "cpu_cores": os.cpu_count()},
+        "metrics": {}, "ci": {}, "slices": {}, "seconds": None, "generator_variants": {}, "baselines": {},
+    }
+
+
+def _describe_generator(result: dict[str, Any], scorer) -> None:
+    """The generator's family, decoding settings, provenance and table in ``result`` (and the beam used)."""
+    from sidrec.decoding import ranks_exactly
+    from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR
+
+    settings = scorer.settings  # the checkpoint's own, with any --beam-size applied
+    if ranks_exactly(scorer.model):
+        result["config"]["beam_size"] = None  # exact ranking of the whole catalog: no beam
+    else:
+        effective = settings.beam_size
+        if effective < LIST_LENGTH:  # the ranker widens it to the list length; say so and record that
+            logger.info("the generator was validated with beam %d; the %d-item lists are decoded with beam %d",
+                        effective, LIST_LENGTH, LIST_LENGTH)
+            effective = LIST_LENGTH
+        result["config"]["beam_size"] = effective
+    result["generator"] = {"family": scorer.model.family, "hybrid_weight": settings.dense_weight,
+                           "decoding": settings.to_dict(),
+                           "provenance": getattr(scorer.model.config, GENERATOR_PROVENANCE_ATTR, None),
+                           "semantic_ids": scorer.table}
 
 
 def main(argv: list[str] | None = None) -> int:

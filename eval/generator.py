@@ -1,11 +1,12 @@
-"""The generator as a scorer: encoder inputs -> trie-constrained beam search (-> hybrid ranking) -> items.
+"""The generator as a scorer: encoder inputs -> the family's ranker (``sidrec.decoding.make_ranker``) -> items.
 
-Works with every generator family (``sidrec.seqmodel.load_generator``). ``mode`` picks what ranks:
+Works with every generator family (``sidrec.seqmodel.load_generator``): beam families (``tiger``, ``item``)
+rank the trie-constrained beam's candidates, the ``parallel`` family scores the whole catalog exactly.
+``mode`` picks what ranks:
 
-- ``default``: what the checkpoint was tuned for on VALID: the hybrid ranking for a generator with a
-  dense head (beam candidates by ``logp + hybrid_weight * dense``), the beam's own order otherwise;
-- ``generation``: the plain beam's order (pure generation, whatever the family: no popularity
-  correction, no dense score);
+- ``default``: what the checkpoint was tuned for on VALID (its ``DecodingSettings``): the hybrid ranking
+  for a generator with a dense head (``logp + dense_weight * dense``), the generation score otherwise;
+- ``generation``: the generation score alone (no popularity correction, no dense score);
 - ``uncorrected``: the hybrid ranking of a beam without the popularity correction (what the correction
   adds, for a checkpoint that uses one);
 - ``dense``: the dense head alone over the whole catalog (an ablation: no beam, no trie).
@@ -31,7 +32,7 @@ MODES = ("default", "generation", "uncorrected", "dense")
 class GeneratorScorer:
     """Top-k items from ``RUN/generator`` + ``RUN/tokenizer``.
 
-    The trie holds every catalog item, so every item the beam returns is a real item (invalid rate 0 by
+    The ranker holds every catalog item, so every item returned is a real item (invalid rate 0 by
     construction; the harness still measures it). ``settings``: the generator's ``DecodingSettings`` (None =
     the defaults); ``beam_size`` overrides its beam (raised to ``k`` if smaller).
     """
@@ -41,17 +42,18 @@ class GeneratorScorer:
         batch_size: int = 64, exclude_history: bool = False, device: str | torch.device = "cpu",
         mode: str = "default", cold_share: float = 0.0,
     ) -> None:
-        from sidrec.decoding import CatalogTrie, DecodingSettings, has_dense_head
+        from sidrec.decoding import DecodingSettings, has_dense_head, make_ranker
 
         _check(mode, cold_share)
         if mode == "dense" and not has_dense_head(model):
             raise ValueError("mode 'dense' needs a generator with a dense head (family: item, dense_head: true)")
         self.model = model.to(device).eval()
         self.codes = np.asarray(tokenizer.codes)  # (N, L)
-        self.trie = CatalogTrie(codes=self.codes, level_sizes=tokenizer.level_sizes)
         self.settings = settings or DecodingSettings()
         if beam_size is not None:
             self.settings = self.settings.replace(beam_size=beam_size)
+        self.ranker = make_ranker(self.model, codes=self.codes, level_sizes=tokenizer.level_sizes,
+                                  settings=self.settings)
         self.user_ids = user_ids
         self.batch_size = batch_size
         self.exclude_history = exclude_history
@@ -80,7 +82,7 @@ class GeneratorScorer:
         return scorer
 
     def variant(self, mode: str = "default", *, cold_share: float = 0.0) -> GeneratorScorer:
-        """The same model, trie and settings, ranking with another ``mode`` or cold-item share."""
+        """The same model, ranker and settings, ranking with another ``mode`` or cold-item share."""
         _check(mode, cold_share)
         other = copy.copy(self)
         other.mode, other.cold_share, other.name = mode, cold_share, _name(mode, cold_share)
@@ -91,8 +93,6 @@ class GeneratorScorer:
         self, histories: list[list[int]], k: int, user_index: np.ndarray | None = None
     ) -> np.ndarray:
         """``(U, k)`` item indices (``-1`` where fewer than k items could be offered)."""
-        from sidrec.decoding import recommend_topk
-
         if self.mode == "dense":
             return self._dense(histories, k)
         uids = None
@@ -105,17 +105,15 @@ class GeneratorScorer:
             settings = settings.replace(dense_weight=0.0, prior_weight=0.0)
         elif self.mode == "uncorrected":
             settings = settings.replace(dense_weight=settings.plain_weight, prior_weight=0.0)
-        items, _ = recommend_topk(
-            self.model, self.trie, histories, k=k, settings=settings, item_codes=self.codes, user_ids=uids,
-            exclude_history=self.exclude_history, batch_size=self.batch_size, cold=self.cold,
-            cold_share=self.cold_share,
-        )
+        items, _ = self.ranker.recommend(histories, k=k, settings=settings, user_ids=uids,
+                                         exclude_history=self.exclude_history, batch_size=self.batch_size,
+                                         cold=self.cold, cold_share=self.cold_share)
         return items.numpy().astype(np.int64)
 
     def _dense(self, histories: list[list[int]], k: int) -> np.ndarray:
         from sidrec.decoding.topk import topk_from_scores
 
-        removed = torch.from_numpy(~self.trie.active).to(self.device)  # (N,) items taken out of the catalog
+        removed = torch.from_numpy(~self.ranker.active).to(self.device)  # (N,) items taken out of the catalog
         out = []
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]

@@ -297,6 +297,16 @@ class ParallelIdGenerator(T5PreTrainedModel):
             raise ValueError("this generator was trained without a dense head (dense_head: false)")
         return (states * self.dense_scale) @ self.embedder.catalog().T
 
+    @torch.no_grad()
+    def dense_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Dense scores ``(B, N)`` of every catalog item for each history, in eval mode (the dense-alone ablation)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.dense_logits(self.user_states(input_ids, attention_mask))
+        finally:
+            self.train(was_training)
+
     @property
     def has_dense_head(self) -> bool:
         return self.dense_scale is not None

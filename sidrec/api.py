@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sidrec.data import load_catalog, save_catalog
-from sidrec.decoding import CatalogTrie, CodePrior, DecodingSettings, popularity_prior, recommend_topk
+from sidrec.decoding import DecodingSettings, make_ranker
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
@@ -73,11 +73,12 @@ class Recommender:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.titles: list[str | None] = list(titles)
-        self.trie = CatalogTrie(codes=tokenizer.codes, level_sizes=tokenizer.level_sizes)
         self.settings = settings or DecodingSettings()  # how the generator ranks (its decoding.json)
         self.beam_size = beam_size  # overrides the settings' beam when recommending (never saved)
         self.batch_size = batch_size
-        self._prior: CodePrior | None = None  # built on first use; add/remove items change it
+        # the family's ranker over the live catalog: a trie + beam search, or exact scoring of every item
+        self.ranker = make_ranker(self.model, codes=tokenizer.codes, level_sizes=tokenizer.level_sizes,
+                                  settings=self.settings)
 
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
@@ -122,14 +123,14 @@ class Recommender:
         setattr(self.model.config, GENERATOR_PROVENANCE_ATTR, record)
         self.model.save_pretrained(folder.generator_dir)
         self.settings.save(folder.generator_dir)
-        removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.trie.active)]
+        removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.ranker.active)]
         save_catalog(folder.catalog_file, self.tokenizer.item_ids, self.titles, removed)
 
     # -- catalog --------------------------------------------------------------------------------
     @property
     def num_items(self) -> int:
         """Items that can be recommended now."""
-        return self.trie.num_active
+        return int(self.ranker.active.sum())
 
     def add_items(self, items: Sequence[Mapping[str, Any]], *, cache_dir: str | os.PathLike | None = None) -> list[str]:
         """Give new items semantic IDs (no retraining) and make them recommendable at once.
@@ -143,15 +144,14 @@ class Recommender:
         ids, emb = self.tokenizer.embed_new_items(items, cache_dir=cache_dir)
         reads_text = getattr(self.model, "reads_text", False)
         codes = self.tokenizer.assign_embeddings(ids, emb)  # (M, L), appended to the table
-        new_index = self.trie.add_items(codes)
+        new_index = self.ranker.add_items(codes)
         add_to_model = getattr(self.model, "add_items", None)  # a generator with its own item table
         if add_to_model is not None:
             add_to_model(codes, emb if reads_text else None)
         expected = np.arange(self.tokenizer.num_items - len(items), self.tokenizer.num_items)
-        if not np.array_equal(new_index, expected):  # the trie and the table must stay row-aligned
-            raise RuntimeError("catalog trie and tokenizer table went out of sync; reload the recommender")
+        if not np.array_equal(new_index, expected):  # the catalog and the table must stay row-aligned
+            raise RuntimeError("the ranker's catalog and the tokenizer table went out of sync; reload the recommender")
         self.titles.extend(it.get("title") for it in items)
-        self._prior = None
         return ids
 
     def remove_items(self, item_ids: Sequence[str]) -> int:
@@ -159,18 +159,9 @@ class Recommender:
         unknown = [i for i in item_ids if self._index(i) is None]
         if unknown:
             raise ValueError(f"{len(unknown)} unknown item id(s), e.g. {unknown[0]!r}; nothing was removed")
-        self._prior = None
-        return self.trie.remove_items([self.tokenizer.index_of(i) for i in item_ids])
+        return self.ranker.remove_items([self.tokenizer.index_of(i) for i in item_ids])
 
     # -- recommending ---------------------------------------------------------------------------
-    def _code_prior(self) -> CodePrior | None:
-        """The popularity prior of the current catalog when the model searches with one (cached)."""
-        if not self.settings.prior_weight:
-            return None
-        if self._prior is None:
-            self._prior = popularity_prior(self.model, self.trie)
-        return self._prior
-
     def _index(self, item_id: str | int) -> int | None:
         try:
             return self.tokenizer.index_of(str(item_id))
@@ -230,12 +221,10 @@ class Recommender:
         indices = self._to_indices(histories, on_unknown)
         if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
-        items, scores = recommend_topk(
-            self.model, self.trie, indices, k=k, item_codes=self.tokenizer.codes,
-            settings=self.settings if self.beam_size is None else self.settings.replace(beam_size=self.beam_size),
+        items, scores = self.ranker.recommend(
+            indices, k=k, settings=self.settings if self.beam_size is None else self.settings.replace(beam_size=self.beam_size),
             user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
             batch_size=self.batch_size, cold=self.tokenizer.assigned_items(), cold_share=cold_share,
-            prior=self._code_prior(),
         )
         results = [
             [Recommendation(self.tokenizer.item_ids[i], float(sc), self.titles[i])

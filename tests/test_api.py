@@ -140,16 +140,16 @@ def test_recommender_keeps_one_popularity_prior_and_rebuilds_it_when_the_catalog
     rec.settings = rec.settings.replace(prior_weight=0.5)
     history = rec.tokenizer.item_ids[:3]
     top = rec.recommend(history, k=5)
-    prior = rec._code_prior()
-    assert prior is not None and rec._code_prior() is prior  # built once, reused
-    items, _ = recommend_topk(rec.model, rec.trie, [[rec.tokenizer.index_of(i) for i in history]], k=5,
+    prior = rec.ranker.prior(rec.settings)
+    assert prior is not None and rec.ranker.prior(rec.settings) is prior  # built once, reused
+    items, _ = recommend_topk(rec.model, rec.ranker.trie, [[rec.tokenizer.index_of(i) for i in history]], k=5,
                               settings=rec.settings, item_codes=rec.tokenizer.codes, exclude_history=True)
     assert [r.item_id for r in top] == [rec.tokenizer.item_ids[i] for i in items[0].tolist()]  # = a fresh prior
     rec.remove_items([top[0].item_id])
-    assert rec._code_prior() is not prior
+    assert rec.ranker.prior(rec.settings) is not prior
     assert top[0].item_id not in {r.item_id for r in rec.recommend(history, k=5)}
     rec.settings = rec.settings.replace(prior_weight=0.0)
-    assert rec._code_prior() is None
+    assert rec.ranker.prior(rec.settings) is None
 
 
 def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):

@@ -21,12 +21,6 @@ MARK = "# long:"
 MARK_WINDOW = 3  # lines after the def line where the mark may stand
 SHOW_LONGEST = 10
 
-# Functions being rewritten by another change right now, which will bring them under the limit; each
-# entry is "path relative to the repo root:qualified name". Remove an entry once its function is short
-# (the test below fails while a listed function no longer needs it).
-PENDING = {"eval/evaluate.py:evaluate_run"}
-
-
 @dataclass(frozen=True)
 class Function:
     path: str  # relative to the repo root, with forward slashes
@@ -106,21 +100,13 @@ def _longest() -> str:
 
 
 def test_no_function_over_60_lines_without_a_reason():
-    too_long = [f for f in _all_functions() if f.length > MAX_LINES and not f.marked and f.key not in PENDING]
+    too_long = [f for f in _all_functions() if f.length > MAX_LINES and not f.marked]
     assert not too_long, (
         f"{len(too_long)} function(s) over {MAX_LINES} lines; split them into well-named helpers, or put a "
         f"comment starting with {MARK!r} in the first {MARK_WINDOW} lines after the def line saying why it "
         "is better read whole:\n" + "\n".join(f"  {f.describe()}" for f in too_long) + "\n" + _longest()
     )
 
-
-def test_pending_functions_are_still_long():
-    by_key = {f.key: f for f in _all_functions()}
-    done = sorted(key for key in PENDING if key not in by_key or by_key[key].length <= MAX_LINES)
-    assert not done, (
-        f"remove from PENDING in {Path(__file__).name} (no longer over {MAX_LINES} lines, or gone): "
-        + ", ".join(done) + "\n" + _longest()
-    )
 
 
 def test_the_checker_measures_functions_and_finds_the_mark():

@@ -72,6 +72,18 @@ def _reassign(prefix: np.ndarray, cands: np.ndarray, config: TokenizerConfig,
     return prefix, moved, spread
 
 
+def _quantizer_input(text: np.ndarray, config: TokenizerConfig, cf: np.ndarray | None, known: np.ndarray | None
+                     ) -> tuple[np.ndarray, CollaborativeFeatures | None, dict[str, Any] | None]:
+    """What the quantizer is fitted on: the text embedding, or text + collaborative vectors (then also the
+    fitted ``CollaborativeFeatures`` and their fit info)."""
+    if cf is None:
+        return text, None, None
+    features = CollaborativeFeatures(cf_weight=config.cf_weight, ridge=config.cf_ridge)
+    known = np.ones(len(text), dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    info = features.fit(text, cf, known)
+    return features.transform(text, cf, known), features, info
+
+
 class SemanticIdTokenizer:
     """Semantic IDs of a catalog: ``item_ids``, ``codes (N, L)``, ``level_sizes``, the fitted quantizer."""
 
@@ -176,14 +188,7 @@ class SemanticIdTokenizer:
             raise ValueError(f"{len(item_ids)} item_ids but {len(text)} embedding rows; they must match row for row")
         if len(text) == 0:
             raise ValueError("no items to tokenize; the catalog is empty")
-        features, cf_info = None, None
-        if cf is not None:
-            features = CollaborativeFeatures(cf_weight=config.cf_weight, ridge=config.cf_ridge)
-            known = np.ones(len(text), dtype=bool) if cf_known is None else np.asarray(cf_known, dtype=bool)
-            cf_info = features.fit(text, cf, known)
-            emb = features.transform(text, cf, known)
-        else:
-            emb = text
+        emb, features, cf_info = _quantizer_input(text, config, cf, cf_known)
         explicit = config.codebook_size is not None or config.method == "fsq"
         config = resolve_sizes(config, len(emb))
         quantizer = build_quantizer(config)

@@ -182,65 +182,77 @@ def _unknown_key_error(cls: type, key: str, source: str) -> ValueError:
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert ``value`` (often a string from the command line) to the field's type."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, name)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError(f"field {name!r}: cannot read {value!r} as {tp}")
+        return _coerce_union(value, tp, name)
     if origin in (list, tuple, Sequence):
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
         if not isinstance(value, list | tuple):
             value = [value]
-        item_t = args[0] if args else Any
-        out = [_coerce(v, item_t, name) for v in value]
+        args = typing.get_args(tp)
+        out = [_coerce(v, args[0] if args else Any, name) for v in value]
         return tuple(out) if origin is tuple else out
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"field {name!r}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value) if "e" in value.lower() else int(value)
-            except ValueError:
-                raise ValueError(f"field {name!r}: expected an integer, got {value!r}") from None
-            if isinstance(number, float) and not number.is_integer():
-                raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
-            return int(number)
-        if isinstance(value, int):
-            return value
-        raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"field {name!r}: expected a number, got {value!r}")
+    scalar = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}.get(tp)
+    return value if scalar is None else scalar(value, name)
+
+
+def _coerce_union(value: Any, tp: Any, name: str) -> Any:
+    """``X | None`` and other unions: None for none/null when allowed, else the first member that reads it."""
+    args = typing.get_args(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in args:
+            return None
+    for a in args:
+        if a is type(None):
+            continue
         try:
-            return float(value)
+            return _coerce(value, a, name)
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(f"field {name!r}: cannot read {value!r} as {tp}")
+
+
+def _coerce_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"field {name!r}: expected true/false, got {value!r}")
+
+
+def _coerce_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = float(value) if "e" in value.lower() else int(value)
         except ValueError:
-            raise ValueError(f"field {name!r}: expected a number, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, dict | list):
-            raise ValueError(f"field {name!r}: expected a string, got {value!r}")
-        return str(value)
-    return value
+            raise ValueError(f"field {name!r}: expected an integer, got {value!r}") from None
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
+        return int(number)
+    if isinstance(value, int):
+        return value
+    raise ValueError(f"field {name!r}: expected an integer, got {value!r}")
+
+
+def _coerce_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"field {name!r}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"field {name!r}: expected a number, got {value!r}") from None
+
+
+def _coerce_str(value: Any, name: str) -> str:
+    if isinstance(value, dict | list):
+        raise ValueError(f"field {name!r}: expected a string, got {value!r}")
+    return str(value)
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:

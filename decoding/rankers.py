@@ -1,0 +1,127 @@
+"""One way for every generator family to turn histories into ranked items over a live catalog.
+
+``make_ranker(model, codes=, level_sizes=, settings=)`` picks the family's way of ranking: ``BeamRanker``
+(``tiger``, ``item``: the catalog trie, trie-constrained beam search, the hybrid ranking, the popularity
+prior built once per catalog) or ``ExactRanker`` (``parallel``: every item scored exactly). Both keep the
+catalog (``add_items``, ``remove_items``, ``active``) and answer ``recommend(histories, k=, ...)`` with
+``(items (U, k), scores (U, k))``, best first, ``-1`` / ``-inf`` where fewer items exist. The API
+(``sidrec.Recommender``), ``sidrec evaluate`` and the benchmarks use them, never a family's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sidrec.decoding.exact import ExactRanker
+from sidrec.decoding.prior import CodePrior
+from sidrec.decoding.recommend import popularity_prior, recommend_topk
+from sidrec.decoding.rerank import reserve_cold
+from sidrec.decoding.settings import DecodingSettings
+from sidrec.decoding.trie import CatalogTrie
+
+__all__ = ["BeamRanker", "ExactRanker", "make_ranker", "ranks_exactly"]
+
+
+def ranks_exactly(model: Any) -> bool:
+    """Whether the generator scores every catalog item exactly (``digit_scores``: the ``parallel`` family)."""
+    return hasattr(model, "digit_scores")
+
+
+class BeamRanker:
+    """Trie-constrained beam search (+ the hybrid ranking) over a catalog trie that can grow and shrink."""
+
+    def __init__(self, model: Any, *, codes: np.ndarray, level_sizes: Sequence[int], settings: DecodingSettings,
+                 item_codes: np.ndarray | None = None) -> None:
+        self.model, self.settings = model, settings
+        self.trie = CatalogTrie(codes=codes, level_sizes=level_sizes)
+        self.item_codes = item_codes if item_codes is not None else np.asarray(codes)
+        self._prior: CodePrior | None = None  # built on first use; add/remove items change it
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.trie.active
+
+    def add_items(self, codes: np.ndarray) -> np.ndarray:
+        self._prior = None
+        self.item_codes = np.concatenate([self.item_codes, np.asarray(codes, dtype=np.int64)])
+        return self.trie.add_items(codes)
+
+    def remove_items(self, items: Sequence[int] | np.ndarray) -> int:
+        self._prior = None
+        return self.trie.remove_items(items)
+
+    def prior(self, settings: DecodingSettings) -> CodePrior | None:
+        """The popularity prior of the current catalog when ``settings`` search with one (cached)."""
+        if not settings.prior_weight:
+            return None
+        if self._prior is None:
+            self._prior = popularity_prior(self.model, self.trie)
+        return self._prior
+
+    @torch.no_grad()
+    def recommend(self, histories: Sequence[Sequence[int]], *, k: int, settings: DecodingSettings | None = None,
+                  exclude_history: bool = False, cold: np.ndarray | None = None, cold_share: float = 0.0,
+                  user_ids: Sequence[str] | None = None, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        settings = settings or self.settings
+        return recommend_topk(self.model, self.trie, histories, k=k, settings=settings, item_codes=self.item_codes,
+                              user_ids=user_ids, exclude_history=exclude_history, batch_size=batch_size, cold=cold,
+                              cold_share=cold_share, prior=self.prior(settings))
+
+
+class _ExactRanker(ExactRanker):
+    """``ExactRanker`` with the common ``recommend`` signature (settings' dense weight, TIGER's epsilon)."""
+
+    def __init__(self, model: Any, *, settings: DecodingSettings, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.settings = settings
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.catalog.active
+
+    @torch.no_grad()
+    def recommend(self, histories: Sequence[Sequence[int]], *, k: int, settings: DecodingSettings | None = None,
+                  exclude_history: bool = False, cold: np.ndarray | None = None, cold_share: float = 0.0,
+                  user_ids: Sequence[str] | None = None, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k``; ``cold_share`` reserves up to ``ceil(cold_share * k)`` slots for the best ``cold``
+        items of the whole catalog (``reserve_cold`` over the top-k and the best cold items)."""
+        weight = (settings or self.settings).dense_weight if getattr(self.model, "has_dense_head", False) else 0.0
+        items, scores = self.topk(histories, k=k, exclude_history=exclude_history, batch_size=batch_size,
+                                  dense_weight=weight)
+        if cold_share <= 0:
+            return items, scores
+        if cold is None:
+            raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")
+        cold = np.asarray(cold, dtype=bool)
+        cold_items, cold_scores = self.topk(histories, k=k, exclude_history=exclude_history, batch_size=batch_size,
+                                            dense_weight=weight, only=cold)  # the best cold items alone
+        merged, order = _merge(items, scores, cold_items, cold_scores)
+        mask = torch.as_tensor(np.pad(cold, (0, max(0, self.catalog.num_items - len(cold)))))
+        return reserve_cold(merged, order, mask, epsilon=cold_share, k=k)
+
+
+def _merge(items: torch.Tensor, scores: torch.Tensor, more_items: torch.Tensor,
+           more_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two ranked candidate lists per user -> one, best first, each item once (``-1`` slots last)."""
+    all_items, all_scores = torch.cat([items, more_items], 1), torch.cat([scores, more_scores], 1)
+    dup = torch.zeros_like(all_items, dtype=torch.bool)
+    dup[:, items.shape[1]:] = (more_items[:, :, None] == items[:, None, :]).any(-1) & (more_items >= 0)
+    all_scores = all_scores.masked_fill(dup | (all_items < 0), float("-inf"))
+    order = torch.argsort(-all_scores, dim=1, stable=True)
+    merged, merged_scores = all_items.gather(1, order), all_scores.gather(1, order)
+    return merged.masked_fill(torch.isinf(merged_scores), -1), merged_scores
+
+
+def make_ranker(model: Any, *, codes: np.ndarray, level_sizes: Sequence[int], settings: DecodingSettings,
+                backend: str = "auto") -> BeamRanker | _ExactRanker:
+    """The ranker of ``model``'s family over the catalog ``codes (N, L)`` (the tokenizer's table)."""
+    if ranks_exactly(model):
+        from sidrec.decoding.exact import DigitCatalog
+
+        catalog = DigitCatalog(codes=codes, level_sizes=level_sizes)
+        return _ExactRanker(model, settings=settings, catalog=catalog, backend=backend)
+    return BeamRanker(model, codes=codes, level_sizes=level_sizes, settings=settings)
