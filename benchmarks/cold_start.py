@@ -4,9 +4,11 @@
 
 Runs the whole protocol into ``RUN`` with the CLI a user would type, each stage logged to ``RUN/logs/``:
 ``sidrec prepare --cold-items 0.05`` (the newest 5% of items by first interaction are held out: they stay
-only as test targets), ``sidrec tokenize`` (fitted on the warm items; the cold ones get IDs through
-``assign``), ``sidrec train`` (the default generator preset), ``sidrec sasrec`` (cold items keep untrained
-embeddings, as items added after training would), then ``sidrec evaluate`` on the test split with every
+only as test targets), ``sidrec sasrec`` (cold items keep untrained embeddings, as items added after training
+would), ``sidrec tokenize`` (the quickstart's tokenizer: fitted on the warm items, with SASRec's item vectors
+when it uses collaborative codes, which the cold items lack: theirs are predicted from their text; the cold
+ones get IDs through ``assign``), ``sidrec train`` (the quickstart's generator preset), then ``sidrec
+evaluate`` on the test split with every
 baseline, the warm / cold target slices and TIGER's cold share (epsilon) at 0.1 and 0.2. Stages whose
 output exists are kept (``--fresh`` redoes them).
 
@@ -27,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sidrec.quickstart import QUICKSTART_GENERATOR, QUICKSTART_TOKENIZER, QUICKSTART_TOKENIZER_ARGS
 
 SHARES = (0.1, 0.2)
 
@@ -64,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="run folder for the cold-start protocol")
     p.add_argument("--dataset", default="beauty", help="bundled name or dataset folder (default beauty)")
     p.add_argument("--cold-items", type=float, default=0.05, help="share of items held out (default 0.05)")
-    p.add_argument("--generator-config", default="generator/hybrid", help="generator preset (default hybrid)")
+    p.add_argument("--tokenizer-config", default=QUICKSTART_TOKENIZER, help=f"tokenizer preset (default "
+                   f"{QUICKSTART_TOKENIZER}, the quickstart's)")
+    p.add_argument("--tokenizer-args", default=" ".join(QUICKSTART_TOKENIZER_ARGS),
+                   help="extra `sidrec tokenize` flags (default: the quickstart's)")
+    p.add_argument("--generator-config", default=QUICKSTART_GENERATOR,
+                   help=f"generator preset (default {QUICKSTART_GENERATOR}, the quickstart's)")
     p.add_argument("--reference", default=None, help="a run of the same preset without a cold split (evaluated)")
     p.add_argument("--cache-from", default=None, help="copy RUN/cache (item embeddings) from this run first")
     p.add_argument("--fresh", action="store_true", help="redo every stage (--overwrite)")
@@ -80,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         "prepare": stage("prepare", ["prepare", "--dataset", args.dataset, "--out", str(run), "--cold-items",
                                      str(args.cold_items), *over], run,
                          done=not args.fresh and (run / "dataset").is_dir()),
-        "tokenize": stage("tokenize", ["tokenize", "--run", str(run), *over], run,
+        "sasrec": stage("sasrec", ["sasrec", "--run", str(run), *shlex.split(args.sasrec_args), *over], run,
+                        done=not args.fresh and (run / "baselines" / "sasrec" / "train_log.json").is_file()),
+        "tokenize": stage("tokenize", ["tokenize", "--run", str(run), "--config", args.tokenizer_config,
+                                       *shlex.split(args.tokenizer_args), *over], run,
                           done=not args.fresh and (run / "tokenizer").is_dir()),
         "generator": stage("generator", ["train", "--run", str(run), "--config", args.generator_config,
                                          *shlex.split(args.train_args), *over], run,
                            done=not args.fresh and (run / "generator" / "training.json").is_file()),
-        "sasrec": stage("sasrec", ["sasrec", "--run", str(run), *shlex.split(args.sasrec_args), *over], run,
-                        done=not args.fresh and (run / "baselines" / "sasrec" / "train_log.json").is_file()),
     }
     seconds["evaluate"] = stage("evaluate", ["evaluate", "--run", str(run), "--split", "test", "--cold-share",
                                              ",".join(map(str, SHARES)), "--overwrite"], run, done=False)
@@ -102,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         print(f"| {name} | {r['all_r']:.4f} | {r['all_n']:.4f} | {r['warm_r']:.4f} | {r['cold_r']:.4f} | "
               f"{r['cold_n']:.4f} |")
-    print("\nTIGER's epsilon (share of the top 10 reserved for cold items from the same beam; not tuned):")
+    print("\nTIGER's epsilon (share of the top 10 reserved for cold items: from the beam, or the best cold items of an "
+          "exact ranking; not tuned):")
     print("| epsilon | Recall@10 all | Recall@10 cold |\n|---|---|---|")
     print(f"| 0 | {g['all_r']:.4f} | {g['cold_r']:.4f} |")
     for share in SHARES:

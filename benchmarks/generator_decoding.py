@@ -1,6 +1,7 @@
-"""Decoding speed per generator family: ``cpu-small`` (tiger, token-level encoder) vs ``hybrid`` (item-level).
+"""Decoding speed per generator family: ``cpu-small`` (tiger), ``hybrid`` (item, beam) and ``parallel`` (exact).
 
     python benchmarks/generator_decoding.py --run runs/beauty [--batch 256] [--beams 20,50] [--repeats 5]
+    python benchmarks/generator_decoding.py --synthetic 1000000 [--threads 2]   # the parallel family at scale
 
 Both models have their preset's sizes and random weights (decoding cost does not depend on training).
 Catalog: the real semantic IDs of ``RUN/tokenizer``; histories: the test split of ``RUN/dataset`` (the same
@@ -8,7 +9,11 @@ users for every row). Rows: ``cpu-small`` through ``recommend_topk`` (encode + b
 generation only (encode + beam search) and ``hybrid`` as served (the popularity-corrected beam search at
 ``--prior-weight``, the dense scores of the candidates and the hybrid ranking; the prior is built once,
 as the ``Recommender`` does). users/s = batch / median latency over ``--repeats`` calls; the ratio is
-against ``cpu-small`` at the same beam in this run. Ends with a ``key=value`` line.
+against ``cpu-small`` at the same beam in this run. The ``parallel`` rows (preset sizes, random weights, the
+run's table when it has long IDs, else a random 32 x 256 table of the same size) rank the whole catalog
+exactly, once with the torch gather-sum and once with faiss ``IndexPQ`` (the same scores; the agreement of
+their top-10 is printed). ``--synthetic N`` measures only the parallel family on N random items (32 digits of
+256 + a collision digit), to see where exact ranking stands at large catalogs. Ends with a ``key=value`` line.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import torch
 import yaml
 
 from sidrec.data import PreparedDataset
-from sidrec.decoding import CatalogTrie, beam_candidates, popularity_prior
+from sidrec.decoding import CatalogTrie, ExactRanker, beam_candidates, popularity_prior
 from sidrec.seqmodel import ItemLevelGenerator, SemanticIdGenerator, SemanticIdVocab, build_t5_config
 from sidrec.seqmodel.item_model import build_item_config, item_id_rows
+from sidrec.seqmodel.parallel_model import ParallelIdGenerator, build_parallel_config
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import resolve_config_path
 
@@ -55,13 +61,65 @@ def item_model(codes: np.ndarray, sizes: list[int], counts: np.ndarray, text_dim
     id_rows = item_id_rows(counts, int(cfg.get("id_min_count", 1)))
     text = np.random.default_rng(0).normal(size=(len(codes), text_dim)).astype(np.float32)
     config = build_item_config(vocab=SemanticIdVocab(level_sizes=sizes), num_items=len(codes), text_dim=text_dim,
-                               num_id_rows=int(id_rows.max()), hybrid_weight=1.0, **t5_sizes(cfg))
+                               num_id_rows=int(id_rows.max()), **t5_sizes(cfg))
     return ItemLevelGenerator.build(config, item_codes=codes, text=text, id_rows=id_rows).eval()
+
+
+def parallel_model(codes: np.ndarray, sizes: list[int]) -> ParallelIdGenerator:
+    """The ``parallel`` preset's sizes over ``codes`` (no text or ID input: scoring cost does not depend on them)."""
+    cfg = preset("generator/parallel")
+    keys = {k: cfg[k] for k in ("digit_input_scale", "head", "head_temperature") if k in cfg}
+    config = build_parallel_config(level_sizes=sizes, num_items=len(codes), **keys, **t5_sizes(cfg))
+    return ParallelIdGenerator.build(config, item_codes=codes, text=None).eval()
+
+
+def long_ids(num_items: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """A random table of RPG-style IDs: 32 digits of 256 codes and a collision digit of 8 (all zero)."""
+    rng = np.random.default_rng(seed)
+    codes = np.concatenate([rng.integers(0, 256, (num_items, 32)), np.zeros((num_items, 1), dtype=np.int64)], 1)
+    return codes.astype(np.int64), [256] * 32 + [8]
+
+
+def time_exact(model, histories: list[list[int]], *, batch: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """users/s and median ms per call of each exact backend; also the top-10 agreement of faiss with torch."""
+    out, tops = {}, {}
+    for backend in ("torch", "faiss"):
+        ranker = ExactRanker(model, backend=backend)
+        ranker.topk(histories[:batch], k=10, batch_size=batch)  # warm-up (and the index build)
+        lat = []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            items, _ = ranker.topk(histories[r * batch : (r + 1) * batch], k=10, batch_size=batch)
+            lat.append(time.perf_counter() - t0)
+            tops.setdefault(backend, []).append(items)
+        out[backend] = (batch / statistics.median(lat), 1e3 * statistics.median(lat))
+    a, b = torch.cat(tops["torch"]), torch.cat(tops["faiss"])
+    overlap = float(np.mean([len(set(x.tolist()) & set(y.tolist())) / 10 for x, y in zip(a, b, strict=True)]))
+    return {**out, "agreement": (overlap, 0.0)}
+
+
+def synthetic(args) -> int:
+    """The parallel family alone on ``args.synthetic`` random items (see the module docstring)."""
+    codes, sizes = long_ids(args.synthetic)
+    model = parallel_model(codes, sizes)
+    rng = np.random.default_rng(1)
+    histories = [rng.integers(0, len(codes), rng.integers(1, 20)).tolist() for _ in range(args.batch * args.repeats)]
+    print(f"synthetic catalog {len(codes):,} items, 33 digits; {args.batch} users per call, {args.repeats} calls, "
+          f"{args.threads} thread(s); random weights, parallel preset sizes")
+    res = time_exact(model, histories, batch=args.batch, repeats=args.repeats)
+    print("\n| backend | users/s | median ms/call |\n|---|---|---|")
+    for backend in ("torch", "faiss"):
+        print(f"| exact, {backend} | {res[backend][0]:.1f} | {res[backend][1]:.0f} |")
+    print(f"\nfaiss top-10 = torch top-10 for {100 * res['agreement'][0]:.2f}% of the slots")
+    print(f"items={len(codes)} exact_faiss_users_s={res['faiss'][0]:.1f} exact_torch_users_s={res['torch'][0]:.1f} "
+          f"faiss_torch_top10_agreement={res['agreement'][0]:.4f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="run folder with dataset/ and tokenizer/")
+    p.add_argument("--run", help="run folder with dataset/ and tokenizer/")
+    p.add_argument("--synthetic", type=int, default=0, help="N: time only the parallel family on N random items")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--beams", default="20,50")
     p.add_argument("--repeats", type=int, default=5)
@@ -70,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="popularity correction of the served search (0.25: what training chose on Beauty)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    faiss_threads(args.threads)
     torch.manual_seed(0)
+    if args.synthetic:
+        return synthetic(args)
+    if not args.run:
+        p.error("--run is needed (or --synthetic N)")
     run = Path(args.run)
     data = PreparedDataset.load(run)
     tok = SemanticIdTokenizer.from_pretrained(run / "tokenizer")
@@ -92,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                     with_dense=dense, prior_weight=args.prior_weight if dense else 0.0,
                                     prior=prior if dense else None)
             if dense:
-                cands.rank(weight=float(model.config.hybrid_weight), k=min(10, beam))
+                cands.rank(weight=1.0, k=min(10, beam))
         return time.perf_counter() - t0
 
     rows = []
@@ -104,16 +167,31 @@ def main(argv: list[str] | None = None) -> int:
             lat = [run_once(model, histories[r * args.batch : (r + 1) * args.batch], beam, dense)
                    for r in range(args.repeats)]
             rows.append((beam, label, args.batch / statistics.median(lat), 1e3 * statistics.median(lat)))
+    long_codes, long_sizes = (codes, sizes) if len(sizes) > 8 else long_ids(len(codes))
+    exact = time_exact(parallel_model(long_codes, long_sizes), histories, batch=args.batch, repeats=args.repeats)
     print("\n| beam | model | users/s | median ms/call | vs cpu-small |\n|---|---|---|---|---|")
     base = {beam: ups for beam, label, ups, _ in rows if label == "cpu-small"}
     for beam, label, ups, ms in rows:
         print(f"| {beam} | {label} | {ups:.1f} | {ms:.0f} | {ups / base[beam]:.2f}x |")
-    served = {beam: ups for beam, label, ups, _ in rows if label == "hybrid, as served"}
     first = min(base)
+    for backend in ("torch", "faiss"):
+        ups, ms = exact[backend]
+        print(f"| - | parallel, exact ({backend}) | {ups:.1f} | {ms:.0f} | {ups / base[first]:.2f}x (beam {first}) |")
+    print(f"\nparallel: faiss top-10 = torch top-10 for {100 * exact['agreement'][0]:.2f}% of the slots")
+    served = {beam: ups for beam, label, ups, _ in rows if label == "hybrid, as served"}
     print(f"\nhybrid_users_s_b{args.batch}_beam{first}={served[first]:.1f} "
           f"cpu_small_users_s_b{args.batch}_beam{first}={base[first]:.1f} "
-          f"hybrid_vs_cpu_small={served[first] / base[first]:.2f}")
+          f"hybrid_vs_cpu_small={served[first] / base[first]:.2f} "
+          f"parallel_exact_users_s={max(exact['faiss'][0], exact['torch'][0]):.1f}")
     return 0
+
+
+def faiss_threads(n: int) -> None:
+    """faiss's OpenMP threads, like torch's (0 = leave the default)."""
+    if n > 0:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 
 from sidrec.utils import atomic_dir
 from sidrec.utils.memory import paused_gc
+from sidrec.utils.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class PreparedDataset:
         import pyarrow as pa
         from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
-        out = Path(run_dir) / "dataset"
+        out = RunFolder(run_dir).dataset_dir
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         with atomic_dir(out) as tmp:
@@ -254,7 +255,7 @@ class PreparedDataset:
 
         from sidrec.utils import read_json
 
-        folder = Path(run_dir) / "dataset"
+        folder = RunFolder(run_dir).dataset_dir
         meta_path = folder / "prepare.json"
         if not meta_path.is_file():
             raise ValueError(

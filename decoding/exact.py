@@ -125,10 +125,23 @@ def rank_exact(log_probs: torch.Tensor, catalog: DigitCatalog, *, k: int,
                exclude: Sequence[Sequence[int]] | None = None, item_chunk: int = ITEM_CHUNK,
                extra: Callable[[int, int], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` active items ``(B, k)`` and their scores, best first (ties: lower index first; ``-1`` / ``-inf``
-    where fewer than k items are left). The score is the item's log-probability plus, when given,
-    ``extra(start, stop) -> (B, stop - start)`` for those items (e.g. a weighted dense score).
-    ``exclude``: per-user items never returned."""
-    batch = log_probs.shape[0]
+    where fewer than k items are left). The score is the item's log-probability (the sum of ``log_probs
+    (B, M, K)`` at its digits) plus, when given, ``extra(start, stop) -> (B, stop - start)`` for those items
+    (e.g. a weighted dense score). ``exclude``: per-user items never returned."""
+
+    def chunk_scores(start: int, stop: int) -> torch.Tensor:
+        scores = exact_scores(log_probs, catalog.flat[start:stop])  # (B, n)
+        return scores if extra is None else scores + extra(start, stop)
+
+    return rank_chunks(chunk_scores, catalog, batch=log_probs.shape[0], k=k, exclude=exclude, item_chunk=item_chunk)
+
+
+def rank_chunks(chunk_scores: Callable[[int, int], torch.Tensor], catalog: DigitCatalog, *, batch: int, k: int,
+                exclude: Sequence[Sequence[int]] | None = None, item_chunk: int = ITEM_CHUNK) -> tuple[torch.Tensor,
+                                                                                                      torch.Tensor]:
+    """Top-``k`` active items of ``batch`` users over the catalog, scored ``item_chunk`` items at a time by
+    ``chunk_scores(start, stop) -> (B, stop - start)`` (a fresh tensor); the running top-k keeps ties by the
+    lower index. ``exclude``: per-user items never returned."""
     best_vals = torch.full((batch, 0), float("-inf"))
     best_idx = torch.zeros((batch, 0), dtype=torch.long)
     active = torch.from_numpy(catalog.active)
@@ -136,9 +149,7 @@ def rank_exact(log_probs: torch.Tensor, catalog: DigitCatalog, *, k: int,
     cols = torch.as_tensor([int(i) for items in (exclude or []) for i in items], dtype=torch.long)
     for start in range(0, catalog.num_items, item_chunk):
         stop = min(start + item_chunk, catalog.num_items)
-        scores = exact_scores(log_probs, catalog.flat[start:stop])  # (B, n)
-        if extra is not None:
-            scores += extra(start, stop)
+        scores = chunk_scores(start, stop).float()  # (B, n)
         scores.masked_fill_(~active[start:stop][None, :], float("-inf"))
         if rows:
             inside = (cols >= start) & (cols < stop)
@@ -159,17 +170,20 @@ def _pad(items: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tenso
     return items.masked_fill(torch.isinf(scores) & (scores < 0), -1), scores
 
 
-BACKENDS = ("auto", "torch", "faiss")
+BACKENDS = ("auto", "matmul", "faiss", "torch")
 
 
 class ExactRanker:
     """Top-k over the whole catalog for a ``parallel`` generator, with the catalog kept beside the model.
 
     Args:
-        model: a ``ParallelIdGenerator`` (``digit_scores``, ``digit_table``, ``item_codes``).
+        model: a ``ParallelIdGenerator`` (``digit_scores``, ``item_vectors``, ``digit_table``, ``item_codes``).
         catalog: the ``DigitCatalog`` to rank (default: the model's item table, restricted to ``available``).
-        backend: ``torch`` (``rank_exact``: the reference, any device), ``faiss`` (``IndexPQ``: the same scores,
-            faster on CPU; at most 256 codes per digit) or ``auto`` (faiss on CPU when it applies).
+        backend: how the summed digit scores of every item are computed, all exact (the same scores):
+            ``matmul`` (linear heads: ``states . u_i - log_norm``, one ``(B, D) x (D, N)`` product over the composed
+            item vectors, cached per catalog), ``faiss`` (``IndexPQ`` over the codes; at most 256 codes per
+            digit), ``torch`` (``rank_exact``'s gather-sum: the reference, any head) or ``auto`` (matmul for
+            linear heads, else faiss on CPU when it applies, else torch).
     """
 
     def __init__(self, model, *, catalog: DigitCatalog | None = None, available: np.ndarray | None = None,
@@ -179,11 +193,15 @@ class ExactRanker:
         self.model = model
         self.catalog = catalog or DigitCatalog(codes=model.item_codes, level_sizes=model.vocab.level_sizes,
                                                available=available)
-        device = next(model.parameters()).device
+        linear = getattr(model, "linear_heads", False)
         if backend == "auto":
-            backend = "faiss" if device.type == "cpu" and self.catalog.width <= 256 and _has_faiss() else "torch"
+            cpu = next(model.parameters()).device.type == "cpu"
+            backend = "matmul" if linear else "faiss" if cpu and self.catalog.width <= 256 and _has_faiss() else "torch"
+        if backend == "matmul" and not linear:
+            raise ValueError("the matmul backend needs linear digit heads (head: tied or untied); use faiss or torch")
         self.backend = backend
         self._faiss = None
+        self._vectors: torch.Tensor | None = None  # (N, D) composed item vectors (matmul), grown with the catalog
         if backend == "faiss":
             from sidrec.decoding.faiss_exact import FaissDigitIndex
 
@@ -191,11 +209,21 @@ class ExactRanker:
                 self._faiss = FaissDigitIndex(catalog=self.catalog, table=model.digit_table())
 
     def add_items(self, codes: np.ndarray) -> np.ndarray:
-        """Append items to the catalog (and the index); returns their indices."""
+        """Append items to the catalog (the index and the item vectors follow); returns their indices."""
         return self.catalog.add_items(codes)
 
     def remove_items(self, items: Sequence[int] | np.ndarray) -> int:
         return self.catalog.remove_items(items)
+
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """``(N, D)`` composed item vectors of the catalog's rows (matmul backend), computed for new rows only."""
+        done = 0 if self._vectors is None else self._vectors.shape[0]
+        if done < self.catalog.num_items:
+            rows = self.catalog.flat[done:].to(self.model.digit_proj.device)
+            new = self.model.item_vectors(rows).detach().float().cpu()
+            self._vectors = new if self._vectors is None else torch.cat([self._vectors, new])
+        return self._vectors
 
     @torch.no_grad()
     def topk(self, histories: Sequence[Sequence[int]], *, k: int, exclude_history: bool = False,
@@ -213,40 +241,42 @@ class ExactRanker:
                        exclude_history: bool = False, batch_size: int = 256,
                        only: np.ndarray | None = None) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
         """``topk`` for each of ``dense_weights`` at once (the model runs once per batch): ``{weight: (items,
-        scores)}``. Weights above 0, and ``only``, rank with the torch backend (the dense score does not fold
-        into faiss, and faiss's index holds the whole active catalog)."""
+        scores)}``. faiss serves only weight 0 over the whole active catalog (the dense score does not fold
+        into its index); the other cases use the gather-sum."""
         model = self.model
         catalog = self.catalog if only is None else self.catalog.restricted(only)
-        use_faiss = self._faiss is not None and only is None
         device = next(model.parameters()).device
         if any(dense_weights) and not getattr(model, "has_dense_head", False):
             raise ValueError("dense_weight > 0 needs a generator with a dense head (dense_head: true)")
         parts: dict[float, list[tuple[torch.Tensor, torch.Tensor]]] = {w: [] for w in dense_weights}
-        vectors = model.embedder.catalog().detach().cpu() if any(dense_weights) else None  # (N, D) item vectors
+        dense_items = model.embedder.catalog().detach().float().cpu() if any(dense_weights) else None  # (N, D)
         for start in range(0, len(histories), batch_size):
             batch = [list(h) for h in histories[start : start + batch_size]]
             input_ids, mask = (t.to(device) for t in model.history_inputs(batch))
-            queries, log_probs = model.digit_scores(input_ids, mask)
-            exclude = batch if exclude_history else None
-            dense = None
-            if any(dense_weights):
-                states = model.user_states(input_ids, mask)  # (B, D)
-                dense = (states * model.dense_scale).cpu()
+            scores = model.digit_scores(input_ids, mask)
+            user = (scores.states * model.dense_scale).float().cpu() if dense_items is not None else None
             for w in dense_weights:
-                if w == 0 and use_faiss:
-                    parts[w].append(self._faiss.search(queries, _log_norm(queries, model), k=k, exclude=exclude))
-                    continue
-                extra = None if w == 0 else (lambda a, b, w=w, u=dense, v=vectors: w * u @ v[a:b].T)  # (B, b - a)
-                parts[w].append(rank_exact(log_probs.cpu(), catalog, k=k, exclude=exclude, extra=extra))
+                dense = None if w == 0 else (lambda a, b, w=w, u=user: w * u @ dense_items[a:b].T)  # (B, b - a)
+                parts[w].append(self._rank(scores, catalog, k=k, exclude=batch if exclude_history else None,
+                                           dense=dense, whole=only is None))
         return {w: (torch.cat([p[0] for p in v]) if v else torch.zeros((0, k), dtype=torch.long),
                     torch.cat([p[1] for p in v]) if v else torch.zeros((0, k))) for w, v in parts.items()}
 
+    def _rank(self, scores, catalog: DigitCatalog, *, k: int, exclude, dense, whole: bool) -> tuple[torch.Tensor,
+                                                                                                    torch.Tensor]:
+        """One batch's top-k with this ranker's backend (``dense``: the weighted dense part, or None)."""
+        if self.backend == "faiss" and dense is None and whole:
+            queries = self.model.digit_queries(scores.states)
+            return self._faiss.search(queries, scores.log_norm, k=k, exclude=exclude)
+        if self.backend == "matmul":
+            vectors, states, norm = self.item_vectors(), scores.states.float().cpu(), scores.log_norm.float().cpu()
 
-def _log_norm(queries: torch.Tensor, model) -> torch.Tensor:
-    """``(B,)`` sum over digits of each digit's log-sum-exp: summed logits minus this = log-probability."""
-    logits = torch.bmm(queries, model.digit_table().transpose(1, 2))  # (M, B, Kmax)
-    logits = logits.masked_fill((model.code_index < 0)[:, None, :], float("-inf"))
-    return torch.logsumexp(logits.float(), dim=-1).sum(0).cpu()
+            def chunk(a: int, b: int) -> torch.Tensor:
+                out = states @ vectors[a:b].T - norm[:, None]  # (B, b - a) log-probabilities
+                return out if dense is None else out + dense(a, b)
+
+            return rank_chunks(chunk, catalog, batch=states.shape[0], k=k, exclude=exclude)
+        return rank_exact(scores.log_probs.cpu(), catalog, k=k, exclude=exclude, extra=dense)
 
 
 def _has_faiss() -> bool:

@@ -83,6 +83,9 @@ class FaissDigitIndex:
                exclude: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` items ``(B, k)`` and log-probabilities for ``queries (M, B, D)`` (``digit_queries``);
         ``log_norm (B,)`` = the sum over digits of each digit's log-sum-exp (added back to the logits)."""
+        import faiss
+
+        faiss.omp_set_num_threads(torch.get_num_threads())  # faiss follows torch's thread setting
         self.sync()
         batch = queries.shape[1]
         q = np.ascontiguousarray(queries.transpose(0, 1).reshape(batch, -1).float().cpu().numpy())  # (B, M*D)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from sidrec.utils import atomic_dir, load_safetensors_into, read_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParallelGeneratorConfig", "ParallelIdGenerator", "ParallelLossOutput", "build_parallel_config",
+__all__ = ["DigitScores", "ParallelGeneratorConfig", "ParallelIdGenerator", "ParallelLossOutput", "build_parallel_config",
            "item_id_rows"]
 
 FAMILY = "parallel"
@@ -105,6 +106,22 @@ def build_parallel_config(
     )
 
 
+@dataclass(frozen=True)
+class DigitScores:
+    """A batch of users as exact ranking sees them.
+
+    Attributes:
+        states: ``(B, D)`` user states (the encoder output at each history's last item).
+        log_probs: ``(B, M, Kmax)`` log-probabilities of every digit's codes (-inf past a digit's size).
+        log_norm: ``(B,)`` the sum over digits of each digit's log-sum-exp: summed logits minus this is the
+            item's log-probability.
+    """
+
+    states: torch.Tensor
+    log_probs: torch.Tensor
+    log_norm: torch.Tensor
+
+
 @dataclass
 class ParallelLossOutput(ModelOutput):
     """Training output of ``ParallelIdGenerator``: the total loss, the mean per-digit cross-entropy and the
@@ -147,6 +164,9 @@ class ParallelIdGenerator(T5PreTrainedModel):
         self.output = nn.Embedding(self.vocab.vocab_size, d) if config.head == "untied" else None
         parts = 1 + (int(config.text_dim) > 0) + (int(config.num_id_rows) > 0)  # code, text, ID parts of v_i
         self.dense_scale = nn.Parameter(torch.tensor(float(parts) ** -0.5)) if config.dense_head else None
+        # the item softmax's temperature: an item's summed logits add M digits' (std ~ sqrt(M) at the start);
+        # learned, and monotone, so exact ranking (by the summed log-probabilities) is unaffected
+        self.item_scale = nn.Parameter(torch.tensor(digits ** -0.5)) if config.item_loss_weight > 0 else None
         self.register_buffer("item_counts", torch.zeros(n, dtype=torch.float32))  # training interactions
         self.register_buffer("code_index", self._code_index(), persistent=False)  # (M, Kmax) tokens, -1 = none
         self.post_init()
@@ -277,16 +297,17 @@ class ParallelIdGenerator(T5PreTrainedModel):
         return last_states(self.encoder, input_ids, attention_mask, width=self.config.d_model, chunk_users=chunk_users)
 
     @torch.no_grad()
-    def digit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What exact ranking needs for each history, in eval mode whatever mode the model is in:
-        ``queries (M, B, D)`` (``digit_queries``) and ``log_probs (B, M, Kmax)``, the log-probabilities of every
-        digit's codes for the next item (an item's log-probability is the sum over digits at its codes)."""
+    def digit_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DigitScores:
+        """What exact ranking needs for each history, in eval mode whatever mode the model is in (see
+        ``DigitScores``): an item's log-probability is the sum of ``log_probs`` at its digits, or, with linear
+        heads, ``states . u_i - log_norm``."""
         was_training = self.training
         self.eval()
         try:
             states = self.user_states(input_ids, attention_mask)  # (B, D)
-            log_probs = torch.log_softmax(self.digit_logits(states).float(), dim=-1)
-            return self.digit_queries(states), log_probs
+            logits = self.digit_logits(states).float()  # (B, M, Kmax)
+            log_norm = torch.logsumexp(logits, dim=-1)  # (B, M)
+            return DigitScores(states=states, log_probs=logits - log_norm[..., None], log_norm=log_norm.sum(-1))
         finally:
             self.train(was_training)
 
@@ -313,7 +334,7 @@ class ParallelIdGenerator(T5PreTrainedModel):
 
     def digit_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``(B, M, Kmax)`` log-probabilities of every digit's codes for the next item (``digit_scores``)."""
-        return self.digit_scores(input_ids, attention_mask)[1]
+        return self.digit_scores(input_ids, attention_mask).log_probs
 
     # ------------------------------------------------------------------ training
     def set_training_catalog(self, available: np.ndarray) -> None:
@@ -329,32 +350,68 @@ class ParallelIdGenerator(T5PreTrainedModel):
         codes = self.embedder.item_tokens[1:] - self.code_index[:, 0]  # (N, M)
         return codes + torch.arange(codes.shape[1], device=codes.device) * self.code_index.shape[1]
 
-    def item_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Every catalog item's score (the sum of its digits' logits): ``(P, M, Kmax) -> (P, N)``."""
-        table = logits.reshape(logits.shape[0], -1).T  # (M*Kmax, P)
-        return F.embedding_bag(self.catalog_rows(), table.contiguous(), mode="sum").T  # (P, N)
+    @property
+    def linear_heads(self) -> bool:
+        """Whether every digit's logits are linear in the user state (``tied`` / ``untied`` heads, not ``cosine``):
+        then an item's summed logits are ``h . u_i`` with ``u_i = sum_m W_m e_{m, c_m}`` (``item_vectors``)."""
+        return self.config.head != "cosine"
 
-    def item_loss(self, logits: torch.Tensor, codes: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the softmax over item scores (sums of digit logits): ``logits (P, M, Kmax)``, the
-        targets' ``codes (P, M)`` and indices ``items (P,)``. Against the whole training catalog, or against
+    def code_vectors(self) -> torch.Tensor:
+        """``(M * Kmax, D)``: ``W_m e_{m,k}`` for every digit m and code k, so that logit(m, k) = h . row (linear heads)."""
+        table = self.digit_table()  # (M, Kmax, D)
+        return torch.einsum("mde,mke->mkd", self.digit_proj, table).reshape(-1, table.shape[-1])
+
+    def item_vectors(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, D)`` composed item vectors ``u_i`` (rows of ``catalog_rows()``, or the given ``rows (n, M)``): an
+        item's summed digit logits are ``h . u_i``, so scoring the whole catalog is one ``(B, D) x (D, N)`` product."""
+        if not self.linear_heads:
+            raise ValueError("item vectors need linear digit heads (head: tied or untied, not cosine)")
+        table = self.code_vectors()  # (M*Kmax, D)
+        sums = self._catalog_sums() if rows is None else self._code_sums(rows, table.shape[0])
+        return sums @ table  # (n, D)
+
+    def _catalog_sums(self) -> torch.Tensor:
+        """``_code_sums`` of the whole item table, cached while the table keeps its size and device."""
+        cached = getattr(self, "_sums_cache", None)
+        if cached is None or cached.shape[0] != self.num_items or cached.device != self.digit_proj.device:
+            cached = self._sums_cache = self._code_sums(self.catalog_rows(), self.code_index.numel())
+        return cached
+
+    @staticmethod
+    def _code_sums(rows: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """``(n, M * Kmax)`` sparse (CSR) 0/1 matrix with a 1 at each item's digit rows (``rows (n, M)``): times a
+        ``(M * Kmax, D)`` table it sums each item's rows (its backward is a sparse product too: several times
+        faster on CPU than ``embedding_bag``'s)."""
+        n, m = rows.shape
+        width = int(rows.max()) + 1 if width is None else width
+        crow = torch.arange(0, n * m + 1, m, device=rows.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long stable
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, rows.reshape(-1), torch.ones(n * m, device=rows.device),
+                                           size=(n, width))
+
+    def item_loss(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the softmax over item scores (their summed digit logits, ``h . u_i``) for user states
+        ``(P, D)`` and target indices ``items (P,)``: against the whole training catalog, or against
         ``item_negatives`` items drawn uniformly from it (shared by the batch; a draw equal to the target is
         masked out)."""
         available = getattr(self, "training_catalog", None)
         negatives = int(self.config.item_negatives)
+        states = states * self.item_scale  # the softmax's temperature (see __init__)
         if not negatives or negatives >= self.num_items:
-            scores = self.item_logits(logits)  # (P, N)
+            scores = states @ self.item_vectors().T  # (P, N)
             if available is not None:
                 scores = scores.masked_fill(~available, float("-inf"))
-            return F.cross_entropy(scores, items)
+            return F.cross_entropy(scores.float(), items)
         pool = torch.nonzero(available).view(-1) if available is not None else None
-        draw = torch.randint(0, len(pool) if pool is not None else self.num_items, (negatives,), device=logits.device)
+        draw = torch.randint(0, len(pool) if pool is not None else self.num_items, (negatives,), device=states.device)
         sampled = pool[draw] if pool is not None else draw  # (S,)
-        positive = logits.gather(2, codes[..., None]).squeeze(-1).sum(1, keepdim=True)  # (P, 1)
-        table = logits.reshape(logits.shape[0], -1).T.contiguous()  # (M*Kmax, P)
-        negative = F.embedding_bag(self.catalog_rows()[sampled], table, mode="sum").T  # (P, S)
+        rows = self.catalog_rows()
+        positive = (states * self.item_vectors(rows[items])).sum(-1, keepdim=True)  # (P, 1)
+        negative = states @ self.item_vectors(rows[sampled]).T  # (P, S)
         negative = negative.masked_fill(sampled[None, :] == items[:, None], float("-inf"))
         scores = torch.cat([positive, negative], dim=1)  # (P, 1 + S): the target first
-        return F.cross_entropy(scores, torch.zeros_like(items))
+        return F.cross_entropy(scores.float(), torch.zeros_like(items))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_items: torch.Tensor,
                 **_: Any) -> ParallelLossOutput:
@@ -372,8 +429,7 @@ class ParallelIdGenerator(T5PreTrainedModel):
         item_loss = dense_loss = torch.zeros_like(digit_loss)
         weight = float(self.config.item_loss_weight)
         if weight > 0:
-            item_loss = self.item_loss(logits.float().masked_fill(torch.isinf(logits), 0.0), targets,
-                                       target_items[valid])
+            item_loss = self.item_loss(states[valid], target_items[valid])
         dense_weight = float(self.config.dense_loss_weight) if self.has_dense_head else 0.0
         if dense_weight > 0:
             scores = self.dense_logits(states[valid])  # (P, N)

@@ -1,9 +1,12 @@
 """``sidrec quickstart``: the whole pipeline on the bundled Beauty data, on a laptop CPU.
 
-prepare -> tokenize -> train the generator -> train SASRec -> evaluate (test split, with baselines) ->
-a few sample recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for the measured
-time): the generator (the ``hybrid`` preset) and SASRec train on time budgets (``--generator-minutes``,
-``--sasrec-minutes``, training time without validation) and stop early when validation stalls.
+prepare -> train SASRec -> tokenize (long OPQ semantic IDs from the item text and SASRec's item vectors)
+-> train the generator (the ``parallel`` preset) -> evaluate (test split, with baselines) -> a few sample
+recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for the measured time). SASRec
+runs before the tokenizer because the codes carry its collaborative signal (``--cf-from baselines/sasrec``);
+with another tokenizer preset the order does not matter. The generator and SASRec train on time budgets
+(``--generator-minutes``, ``--sasrec-minutes``, training time without validation) and stop early when
+validation stalls.
 Each stage is the same function its own command runs, so every step can be re-run or resumed alone;
 the summary at the end says where each artefact is. A used ``--out`` folder is refused before anything
 runs (it lists what is there): ``--overwrite`` redoes every stage in it, ``--skip`` keeps some.
@@ -14,12 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import time
 from pathlib import Path
 
+from sidrec.utils.run_folder import RunFolder
+
 logger = logging.getLogger(__name__)
 
-STAGES = ("prepare", "tokenize", "generator", "sasrec", "evaluate", "samples")
+STAGES = ("prepare", "sasrec", "tokenize", "generator", "evaluate", "samples")
+#: the quickstart's models (chosen on VALID at its budget: README "Results" and the presets' comments)
+QUICKSTART_TOKENIZER = "tokenizer/opq"
+QUICKSTART_TOKENIZER_ARGS = ("--cf-from", "baselines/sasrec")
+QUICKSTART_GENERATOR = "generator/parallel"
+#: budgets in steps and epochs (reproducible on a busy machine), with minutes only as caps (see --help)
+QUICKSTART_GENERATOR_STEPS = 6000
+QUICKSTART_GENERATOR_CAP = 30.0
+QUICKSTART_SASREC_EPOCHS = 20
+QUICKSTART_SASREC_CAP = 15.0
 #: quickstart stage -> the run-folder stage whose outputs it writes (``sidrec.utils.run_folder``)
 RUN_FOLDER_STAGE = {"prepare": "prepare", "tokenize": "tokenize", "generator": "train", "sasrec": "sasrec",
                     "evaluate": "evaluate"}
@@ -31,7 +46,8 @@ def check_fresh(run: Path, stages: list[str]) -> None:
 
     found = [f"{path} ({name})" for name in stages if name in RUN_FOLDER_STAGE
              for path in existing_outputs(run, RUN_FOLDER_STAGE[name])]
-    if "generator" in stages and (run / "generator_state").is_dir() and any((run / "generator_state").iterdir()):
+    states = RunFolder(run).generator_state_dir
+    if "generator" in stages and states.is_dir() and any(states.iterdir()):
         found.append("generator_state/ (generator)")
     if found:
         raise ValueError(
@@ -79,7 +95,7 @@ def _samples(run: Path, n: int) -> int:
 
 
 def _summary(run: Path, seconds: dict[str, float]) -> None:
-    metrics_file = run / "eval" / "metrics.json"
+    metrics_file = RunFolder(run).eval_dir / "metrics.json"
     print("\n" + "=" * 72)
     if metrics_file.is_file():
         report = json.loads(metrics_file.read_text())
@@ -103,21 +119,50 @@ def _summary(run: Path, seconds: dict[str, float]) -> None:
           f"r = sidrec.Recommender.from_pretrained('{run}')\"")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _plan(args: argparse.Namespace, run: Path, skip: set[str]) -> dict[str, tuple]:
+    """Each stage's function and arguments, in the order they run (``STAGES``)."""
     from sidrec.eval import evaluate
     from sidrec.train import generator, sasrec, tokenizer
 
+    again = ["--overwrite"] if args.overwrite else []
+    baselines = "popularity,knn,knn-last" + ("" if "sasrec" in skip else ",sasrec")
+    plan = {
+        "prepare": (_prepare, run, args.dataset, args.overwrite),
+        "sasrec": (sasrec.main, ["--run", str(run), "--epochs", str(args.sasrec_epochs), "--max-minutes",
+                                 str(args.sasrec_minutes), *again]),
+        "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config,
+                                      *shlex.split(args.tokenizer_args), *again]),
+        "generator": (generator.main, ["--run", str(run), "--config", args.generator_config, "--max-steps",
+                                       str(args.generator_steps), "--max-minutes", str(args.generator_minutes),
+                                       *again]),
+        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines, *again]),
+        "samples": (_samples, run, args.samples),
+    }
+    return {name: plan[name] for name in STAGES}
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sidrec quickstart", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/quickstart", help="run folder (default runs/quickstart)")
     p.add_argument("--dataset", default="beauty", help="bundled name or dataset folder (default beauty)")
-    p.add_argument("--tokenizer-config", default="tokenizer/rqvae", help="tokenizer preset or YAML")
-    p.add_argument("--generator-config", default="generator/hybrid", help="generator preset or YAML")
-    p.add_argument("--generator-minutes", type=float, default=14.0,
-                   help="generator training budget in minutes (validation excluded; default 14)")
-    p.add_argument("--sasrec-minutes", type=float, default=6.0,
-                   help="SASRec training budget in minutes (validation excluded; stops after the epoch that "
-                        "crosses it; default 6: on Beauty its best valid epoch came at 4 min)")
+    p.add_argument("--tokenizer-config", default=QUICKSTART_TOKENIZER, help="tokenizer preset or YAML")
+    p.add_argument("--tokenizer-args", default=" ".join(QUICKSTART_TOKENIZER_ARGS),
+                   help="extra `sidrec tokenize` flags (default: codes with SASRec's collaborative signal; '' = "
+                        "the preset as it is)")
+    p.add_argument("--generator-config", default=QUICKSTART_GENERATOR, help="generator preset or YAML")
+    p.add_argument("--generator-steps", type=int, default=QUICKSTART_GENERATOR_STEPS,
+                   help=f"generator training budget in optimiser steps (default {QUICKSTART_GENERATOR_STEPS}: what "
+                        "the measured idle run of the README made in its minutes); the same steps give the same "
+                        "model on a busy machine, later")
+    p.add_argument("--generator-minutes", type=float, default=QUICKSTART_GENERATOR_CAP,
+                   help=f"a cap on the generator's training minutes (validation excluded; default "
+                        f"{QUICKSTART_GENERATOR_CAP:g}), logged when it cuts the step budget short")
+    p.add_argument("--sasrec-epochs", type=int, default=QUICKSTART_SASREC_EPOCHS,
+                   help=f"SASRec's epoch budget (default {QUICKSTART_SASREC_EPOCHS}; it also stops by its patience)")
+    p.add_argument("--sasrec-minutes", type=float, default=QUICKSTART_SASREC_CAP,
+                   help=f"a cap on SASRec's training minutes (default {QUICKSTART_SASREC_CAP:g}), logged when it cuts "
+                        "the epoch budget short")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip (of {', '.join(STAGES)})")
     p.add_argument("--samples", type=int, default=3, help="users to show sample recommendations for")
     p.add_argument("--overwrite", action="store_true",
@@ -129,17 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"unknown stage(s) in --skip: {sorted(skip - set(STAGES))}; stages: {', '.join(STAGES)}")
     if not args.overwrite:
         check_fresh(run, [s for s in STAGES if s not in skip])
-    again = ["--overwrite"] if args.overwrite else []
-    baselines = "popularity,knn,knn-last" + ("" if "sasrec" in skip else ",sasrec")
-    plan = {
-        "prepare": (_prepare, run, args.dataset, args.overwrite),
-        "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config, *again]),
-        "generator": (generator.main, ["--run", str(run), "--config", args.generator_config,
-                                       "--max-minutes", str(args.generator_minutes), *again]),
-        "sasrec": (sasrec.main, ["--run", str(run), "--max-minutes", str(args.sasrec_minutes), *again]),
-        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines, *again]),
-        "samples": (_samples, run, args.samples),
-    }
+    plan = _plan(args, run, skip)
     seconds = {name: _stage(name, fn, *fn_args) for name, (fn, *fn_args) in plan.items() if name not in skip}
     _summary(run, seconds)
     return 0

@@ -300,7 +300,9 @@ class GeneratorTrainer:
         if cfg.save_every > 0 and progress.step % cfg.save_every == 0:
             self._save_state()
         if out_of_time and not stop:
-            logger.info("time budget: %.1f min of training reached at step %d", cfg.max_minutes, progress.step)
+            logger.warning("stopped by the time cap (max_minutes %g) at step %d of %d: the machine is busier than "
+                           "the budget assumed (or the cap is the budget); the same command on an idle machine "
+                           "trains further", cfg.max_minutes, progress.step, self.total)
             stop = True
         return stop or progress.step >= self.total
 

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sidrec.train.common import LengthGroupedBatchSampler
+from sidrec.utils.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class ItemTask:
         tok, ds = self.ctx.tokenizer, self.ctx.dataset
         with self.ctx.accelerator.main_process_first():  # shares the tokenizer's cache entry in RUN/cache
             return embed_texts(ds.item_texts, model_name=tok.config.embedding_model, template=ds.text_template,
-                               cache_dir=self.ctx.run / "cache", show_progress=False)
+                               cache_dir=RunFolder(self.ctx.run).cache_dir, show_progress=False)
 
     def build_model(self):
         from sidrec.seqmodel.item_model import ItemLevelGenerator, build_item_config, item_id_rows

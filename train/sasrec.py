@@ -36,7 +36,7 @@ from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, co
 from sidrec.utils.config import Choice, Range, Rule, validate_config
 from sidrec.utils.metrics import ranking_metrics
 from sidrec.utils.provenance import stage_record
-from sidrec.utils.run_folder import refuse_existing
+from sidrec.utils.run_folder import RunFolder, refuse_existing
 from sidrec.utils.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -267,9 +267,13 @@ def _stop_after_epoch(
     Only the main process validates, so it decides and every rank follows its decision.
     """
     out_of_time = bool(cfg.max_minutes and train_s >= 60 * cfg.max_minutes)
-    if out_of_time:
-        logger.info("stopping: time budget of %.1f min spent", cfg.max_minutes)
-    stop = bool(cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience or out_of_time)
+    budget_done = bool(cfg.max_steps and step >= cfg.max_steps or epoch + 1 - best_epoch >= cfg.patience
+                       or epoch + 1 >= cfg.epochs)
+    if out_of_time and not budget_done:
+        logger.warning("stopped by the time cap (max_minutes %g) after epoch %d of %d: the machine is busier than "
+                       "the budget assumed (or the cap is the budget); the same command on an idle machine trains "
+                       "further", cfg.max_minutes, epoch + 1, cfg.epochs)
+    stop = budget_done or out_of_time
     if stop and accelerator.is_main_process:  # only the main process validates ...
         accelerator.set_trigger()
     return accelerator.check_trigger()  # ... and every rank follows its decision
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_cli(args.config, rest)
     refuse_existing(args.run, "sasrec", overwrite=args.overwrite)
     dataset = PreparedDataset.load(args.run)
-    out = Path(args.run) / "baselines" / "sasrec"
+    out = RunFolder(args.run).sasrec_dir
     log = train_sasrec(dataset, cfg, out)
     from accelerate import PartialState
 

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def _old_table(run: Path) -> dict | None:
     """The ``table`` record of the tokenizer in ``run`` (None when there is none or it is unreadable)."""
     try:
-        meta = read_json(run / "tokenizer" / "config.json")
+        meta = read_json(RunFolder(run).tokenizer_dir / "config.json")
     except ValueError:
         return None
     return meta.get("table") if isinstance(meta, dict) else None
@@ -80,7 +80,7 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
     t0 = time.perf_counter()
     with accelerator.main_process_first():
         emb = embed_texts(dataset.item_texts, model_name=config.embedding_model, template=dataset.text_template,
-                          cache_dir=run / "cache", batch_size=config.embedding_batch_size,
+                          cache_dir=RunFolder(run).cache_dir, batch_size=config.embedding_batch_size,
                           show_progress=accelerator.is_local_main_process)
     embed_seconds = time.perf_counter() - t0
     warm = dataset.num_items - dataset.num_cold_items  # a cold-start split numbers its held-out items last
@@ -98,9 +98,9 @@ def fit_run_tokenizer(run: str | Path, config: TokenizerConfig, *, accelerator=N
     tok.stats["embed_seconds"] = embed_seconds
     tok.stats["dataset_fingerprint"] = dataset.fingerprint()
     if accelerator.is_main_process:
-        with atomic_dir(run / "tokenizer") as tmp:
+        with atomic_dir(RunFolder(run).tokenizer_dir) as tmp:
             tok.save_pretrained(tmp)
-        logger.info("wrote %s", run / "tokenizer")
+        logger.info("wrote %s", RunFolder(run).tokenizer_dir)
         later = later_stages_present(run, "tokenize")
         new_table = tok.table_record()
         if old_table is not None and later:

@@ -78,8 +78,9 @@ def stage_record(**fields: Any) -> dict[str, Any]:
 def run_dataset_fingerprint(run: str | os.PathLike) -> str | None:
     """The fingerprint in ``RUN/dataset/stats.json``; None when the folder has no prepared dataset."""
     from sidrec.utils.io import read_json
+    from sidrec.utils.run_folder import RunFolder
 
-    stats = Path(run) / "dataset" / "stats.json"
+    stats = RunFolder(run).dataset_dir / "stats.json"
     if not stats.is_file():
         return None
     value = read_json(stats, fix=f"prepare the dataset again: `sidrec prepare --out {Path(run)} --overwrite ...`")
