@@ -1,7 +1,13 @@
-"""Quality per CPU minute: SASRec, the TIGER-style ``cpu-small`` generator and the ``hybrid`` item-level
-generator, trained on the same budget on one machine in one run.
+"""Quality per CPU minute: SASRec, the TIGER-style ``cpu-small`` generator, the ``hybrid`` item-level generator
+and the ``parallel`` generator (long IDs, exact ranking), trained on the same budget on one machine in one run.
 
     python benchmarks/quality_per_minute.py --run runs/beauty [--minutes 5,10,20] [--threads 2] [--test]
+    python benchmarks/quality_per_minute.py --run runs/beauty --minutes 60 --models sasrec,parallel  # 60 minutes
+
+The beam families use ``RUN/tokenizer``; ``parallel`` uses ``--long-tokenizer`` (a tokenizer folder with long
+IDs, e.g. the quickstart's: ``sidrec tokenize --config tokenizer/opq --cf-from baselines/sasrec``; default
+``RUN/tokenizer``). ``--minutes 60`` (a single budget of 20 minutes or more) validates every 2 minutes
+instead of every minute.
 
 ``RUN`` needs ``dataset/`` and ``tokenizer/`` (``sidrec prepare`` + ``sidrec tokenize``). Each model trains in
 its own folder ``OUT/<model>/`` (``OUT`` = ``RUN/quality_per_minute``; the dataset, tokenizer and embedding
@@ -34,15 +40,17 @@ MODELS = {  # name -> (trainer module, preset, output subfolder holding the trai
     "sasrec": ("sidrec.train.sasrec", "baselines/sasrec", "baselines/sasrec/train_log.json"),
     "cpu-small": ("sidrec.train.generator", "generator/cpu-small", "generator/training.json"),
     "hybrid": ("sidrec.train.generator", "generator/hybrid", "generator/training.json"),
+    "parallel": ("sidrec.train.generator", "generator/parallel", "generator/training.json"),
 }
-NEW, SASREC, TIGER = "hybrid", "sasrec", "cpu-small"
+NEW, SASREC, TIGER, HYBRID = "parallel", "sasrec", "cpu-small", "hybrid"
 
 
-def link_run(run: Path, folder: Path) -> None:
-    """A fresh model folder sharing RUN's dataset, tokenizer and embedding cache (symlinks)."""
+def link_run(run: Path, folder: Path, tokenizer: Path | None = None) -> None:
+    """A fresh model folder sharing RUN's dataset, tokenizer (or ``tokenizer``) and embedding cache (symlinks)."""
     folder.mkdir(parents=True, exist_ok=True)
     for part in ("dataset", "tokenizer", "cache"):
-        target, link = (run / part).resolve(), folder / part
+        source = tokenizer if part == "tokenizer" and tokenizer is not None else run / part
+        target, link = source.resolve(), folder / part
         if link.is_symlink() or link.exists():
             if link.resolve() != target:
                 raise SystemExit(f"{link} exists and is not a link to {target}; use another --out")
@@ -56,7 +64,8 @@ def train(name: str, folder: Path, *, minutes: float, threads: int, log_file: Pa
     module, preset, _ = MODELS[name]
     common = ["--max-minutes", str(minutes), "--valid-max-users", str(VALID_USERS), "--torch-threads", str(threads)]
     if module.endswith("generator"):
-        marks = ",".join(str(m) for m in range(1, int(minutes) + 1))
+        every = 2 if minutes >= 20 else 1
+        marks = ",".join(str(m) for m in range(every, int(minutes) + 1, every))
         extra = ["--eval-every", "0", "--eval-at-minutes", marks, "--patience", "0", "--save-every", "0",
                  "--max-steps", "1000000"]
     else:
@@ -77,7 +86,8 @@ def curve(name: str, folder: Path) -> list[dict[str, float]]:
     points = []
     for entry in log["history"]:
         metrics = entry.get("valid", entry)  # SASRec nests its metrics under "valid"
-        points.append({"minutes": entry["train_seconds"] / 60, "recall@10": metrics["recall@10"],
+        points.append({"minutes": entry["train_seconds"] / 60, "step": entry.get("step", 0),
+                       "epoch": entry.get("epoch", 0), "recall@10": metrics["recall@10"],
                        "ndcg@10": metrics["ndcg@10"]})
     return points
 
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads per training (default 2)")
     p.add_argument("--test", action="store_true", help="also evaluate each kept checkpoint on TEST")
     p.add_argument("--reuse", action="store_true", help="skip training where OUT/<model> holds a training log")
+    p.add_argument("--long-tokenizer", default=None,
+                   help="tokenizer folder with long IDs for the parallel family (default RUN/tokenizer)")
     args = p.parse_args(argv)
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "quality_per_minute"
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         folder = out / name
         if not (args.reuse and (folder / MODELS[name][2]).is_file()):
-            link_run(run, folder)
+            link_run(run, folder, Path(args.long_tokenizer) if name == NEW and args.long_tokenizer else None)
             print(f"training {name} for {budgets[-1]:g} min ...", flush=True)
             wall[name] = train(name, folder, minutes=budgets[-1], threads=args.threads, log_file=out / f"{name}.log")
         curves[name] = curve(name, folder)
@@ -167,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {m: at_budget(points, m) for m in budgets}
         table[name] = {f"{m:g}": row[m] for m in budgets}
         cells = [f"{row[m]['recall@10']:.4f} | {row[m]['ndcg@10']:.4f}" if row[m] else "- | -" for m in budgets]
-        print(f"| {name} | " + " | ".join(cells) + f" | {points[-1]['minutes']:.1f} |")
+        unit = "epoch" if name == SASREC else "step"
+        print(f"| {name} | " + " | ".join(cells) + f" | {points[-1]['minutes']:.1f} ({unit} {points[-1][unit]}) |")
     plot(curves, out / "learning_curve.png")
     print(f"\nlearning curve: {out / 'learning_curve.png'}")
 
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"{table[a][last]['ndcg@10'] / table[b][last]['ndcg@10']:.3f}"
 
     print(f"\nnew_vs_sasrec_ndcg10_at_{last}min={ratio(NEW, SASREC)} "
+          f"new_vs_hybrid_ndcg10_at_{last}min={ratio(NEW, HYBRID)} "
           f"new_vs_cpu_small_ndcg10_at_{last}min={ratio(NEW, TIGER)}")
     return 0
 

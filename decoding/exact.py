@@ -262,6 +262,23 @@ class ExactRanker:
         return {w: (torch.cat([p[0] for p in v]) if v else torch.zeros((0, k), dtype=torch.long),
                     torch.cat([p[1] for p in v]) if v else torch.zeros((0, k))) for w, v in parts.items()}
 
+    @torch.no_grad()
+    def full_scores(self, histories: Sequence[Sequence[int]], *, dense_weight: float = 0.0) -> torch.Tensor:
+        """``(B, N)`` every catalog item's score for each history (log-probability, + ``dense_weight`` x dense),
+        ``-inf`` for items the catalog does not offer: what fusion with another model's scores needs."""
+        model = self.model
+        device = next(model.parameters()).device
+        input_ids, mask = (t.to(device) for t in model.history_inputs([list(h) for h in histories]))
+        scores = model.digit_scores(input_ids, mask)
+        if self.backend == "matmul":
+            out = scores.states.float().cpu() @ self.item_vectors().T - scores.log_norm.float().cpu()[:, None]
+        else:
+            out = exact_scores(scores.log_probs.cpu(), self.catalog.flat)  # (B, N)
+        if dense_weight:
+            items = model.embedder.catalog().detach().float().cpu()
+            out = out + dense_weight * (scores.states * model.dense_scale).float().cpu() @ items.T
+        return out.masked_fill(~torch.from_numpy(self.catalog.active)[None, :], float("-inf"))
+
     def _rank(self, scores, catalog: DigitCatalog, *, k: int, exclude, dense, whole: bool) -> tuple[torch.Tensor,
                                                                                                     torch.Tensor]:
         """One batch's top-k with this ranker's backend (``dense``: the weighted dense part, or None)."""

@@ -117,9 +117,10 @@ class DecodingSettings:
     def from_legacy_config(cls, config: Any, *, where: str) -> DecodingSettings:
         """The settings an older checkpoint stored as attributes of its model config (None: defaults)."""
         values = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-        found = {new: values[old] for old, new in LEGACY_CONFIG_KEYS.items() if values.get(old) is not None}
+        old_keys = [old for old in LEGACY_CONFIG_KEYS if values.get(old) is not None]
+        found = {LEGACY_CONFIG_KEYS[old]: values[old] for old in old_keys}
         if found and where not in cls._legacy_noted:
             cls._legacy_noted.add(where)
             logger.info("%s: decoding settings read from config.json (%s), as written by an older sidrec; "
-                        "save the generator again to write %s", where, ", ".join(sorted(found)), DECODING_FILE)
+                        "save the generator again to write %s", where, ", ".join(old_keys), DECODING_FILE)
         return cls(**found)

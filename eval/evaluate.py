@@ -109,6 +109,11 @@ def training_record(run: Path, name: str) -> dict[str, Any] | None:
     """
     from sidrec.utils.io import read_json
 
+    if name.startswith("generator + "):  # a fusion: both models' training, added up
+        parts = [training_record(run, "generator"), training_record(run, name[len("generator + "):].split(" (")[0])]
+        if any(p is None for p in parts):
+            return None
+        return {"minutes": round(sum(p["minutes"] for p in parts), 2), "parts": parts}
     if name == "generator" or name.startswith("generator ("):
         where, fields = GENERATOR_LOG
     elif name in BASELINE_LOGS:
@@ -188,11 +193,13 @@ def evaluate_run(
     run: str | Path, *, split: str = "test", baselines: list[str] | None = None, max_users: int | None = None,
     n_boot: int = 1000, seed: int = 0, exclude_history: bool = False, beam_size: int | None = None,
     batch_size: int = 256, generator: bool = True, out: str | Path | None = None, overwrite: bool = False,
-    cold_shares: tuple[float, ...] = (),
+    cold_shares: tuple[float, ...] = (), fuse: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's generator (if any) and baselines; write the three files; return metrics.json.
 
-    An existing ``metrics.json`` in the output folder is an error unless ``overwrite``.
+    ``fuse="sasrec"`` adds the generator fused with SASRec (``sidrec.eval.fusion``: the fusion is chosen on
+    VALID and saved as ``RUN/fusion.json`` first). An existing ``metrics.json`` in the output folder is an error
+    unless ``overwrite``.
     """
     from sidrec.utils.run_folder import refuse_existing
 
@@ -211,10 +218,13 @@ def evaluate_run(
                                              batch_size=batch_size, cold_shares=tuple(cold_shares))
     logger.info("generator: %s", status)
     config = {"run": str(run), "split": split, "baselines": names, "max_users": max_users, "bootstrap": n_boot,
-              "seed": seed, "exclude_history": exclude_history, "beam_size": beam_size, "batch_size": batch_size}
+              "seed": seed, "exclude_history": exclude_history, "beam_size": beam_size, "batch_size": batch_size,
+              "fuse": fuse}
     result = _result_header(config, dataset=dataset, users=len(data), status=status)
     if generators:
         _describe_generator(result, generators[0])
+    if fuse:
+        generators.append(_fused(run, fuse, generators, dataset, result, exclude_history=exclude_history))
     for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
@@ -233,6 +243,20 @@ def evaluate_run(
     write_report(result, out_dir)
     atomic_write_json(out_dir / "metrics.json", result)
     return result
+
+
+def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, Any], *, exclude_history: bool):
+    """The generator fused with ``fuse`` (only SASRec), the fusion chosen on VALID; recorded in ``result``."""
+    from sidrec.eval.fusion import fit_run_fusion
+
+    if fuse != "sasrec":
+        raise ValueError(f"--fuse {fuse!r}: only 'sasrec' can be fused with the generator")
+    if not generators:
+        raise ValueError(f"--fuse sasrec needs the run's generator ({result['generator_status']})")
+    scorer, grid = fit_run_fusion(run, generator=generators[0], dataset=dataset, exclude_history=exclude_history)
+    result["fusion"] = {"norm": scorer.settings.norm, "weight": scorer.settings.weight, "chosen_on": "valid",
+                        "grid": grid}
+    return scorer
 
 
 def _check_args(*, beam_size: int | None, n_boot: int, batch_size: int) -> None:
@@ -281,6 +305,20 @@ def _describe_generator(result: dict[str, Any], scorer) -> None:
                            "semantic_ids": scorer.table}
 
 
+def _print_rows(result: dict[str, Any], out_dir: Path) -> None:
+    """One line of headline metrics per scored model (the CLI's summary)."""
+    rows = [("generator", result)] if result["metrics"] else []
+    rows += list(result["generator_variants"].items()) + list(result["baselines"].items())
+    width = max((len(name) for name, _ in rows), default=12)
+    for name, block in rows:
+        m = block["metrics"]
+        cold = block.get("slices", {}).get("target_cold", {})
+        split = "".join(f" {part}_recall@10={cold[part]['recall@10']:.4f}" for part in ("warm", "cold") if part in cold)
+        print(f"{name:{width}s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
+              f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}{split}")
+    print(f"wrote {out_dir / 'metrics.json'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point behind ``sidrec evaluate``."""
     p = argparse.ArgumentParser(prog="sidrec evaluate", description=__doc__.splitlines()[0])
@@ -301,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")
     p.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in the output folder")
+    p.add_argument("--fuse", default=None, choices=("sasrec",),
+                   help="add the generator fused with SASRec (weight and normalization chosen on VALID, saved as "
+                        "RUN/fusion.json); needs a generator that scores the whole catalog (family parallel)")
     p.add_argument("--cold-share", default="",
                    help="TIGER's epsilon: comma list of shares of each generator list reserved for cold-start items "
                         "(rows the tokenizer assigned after its fit), one extra row each, e.g. 0.1,0.2")
@@ -327,18 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                           n_boot=args.bootstrap, seed=args.seed, exclude_history=args.exclude_history,
                           beam_size=args.beam_size, batch_size=args.batch_size,
                           generator=not args.no_generator, out=args.out, overwrite=args.overwrite,
-                          cold_shares=cold_shares)
-    out_dir = Path(args.out) if args.out else RunFolder(args.run).eval_dir
-    rows = [("generator", result)] if result["metrics"] else []
-    rows += list(result["generator_variants"].items()) + list(result["baselines"].items())
-    width = max((len(name) for name, _ in rows), default=12)
-    for name, block in rows:
-        m = block["metrics"]
-        cold = block.get("slices", {}).get("target_cold", {})
-        split = "".join(f" {part}_recall@10={cold[part]['recall@10']:.4f}" for part in ("warm", "cold") if part in cold)
-        print(f"{name:{width}s} recall@10={m['recall@10']:.4f} ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} "
-              f"coverage={m['coverage']:.4f} invalid_rate={m['invalid_rate']:.4f}{split}")
-    print(f"wrote {out_dir / 'metrics.json'}")
+                          cold_shares=cold_shares, fuse=args.fuse)
+    _print_rows(result, Path(args.out) if args.out else RunFolder(args.run).eval_dir)
     return 0
 
 

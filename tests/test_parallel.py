@@ -294,3 +294,52 @@ def test_evaluate_ranks_the_parallel_generator_exactly(parallel_run, tmp_path):
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["generator"]["family"] == "parallel" and result["config"]["beam_size"] is None
     assert result["metrics"]["invalid_rate"] == 0 and result["metrics"]["empty_rate"] == 0
+
+
+# -- fusion with SASRec ---------------------------------------------------------------------------------------
+def test_fused_scores_equal_a_hand_computation():
+    from sidrec.decoding.fusion import FusionSettings, fuse_scores
+
+    gen = torch.tensor([[-1.0, -2.0, -3.0, float("-inf")], [0.0, -1.0, -1.0, -2.0]])
+    sas = torch.tensor([[3.0, 1.0, 2.0, 0.0], [1.0, 2.0, float("-inf"), 0.0]])  # user 2: item 2 new to SASRec
+    fused = fuse_scores(gen, sas, FusionSettings(weight=0.25, norm="zscore"))
+
+    def z(row):
+        finite = row[torch.isfinite(row)]
+        return (row - finite.mean()) / finite.std(unbiased=False)
+
+    g0, s0, g1, s1 = z(gen[0]), z(sas[0]), z(gen[1]), z(sas[1])
+    torch.testing.assert_close(fused[0, :3], 0.75 * g0[:3] + 0.25 * s0[:3])
+    assert fused[0, 3] == float("-inf")  # the generator does not offer it: never recommended
+    s1[2] = g1[2]  # an item SASRec cannot score takes the generator's normalized score
+    torch.testing.assert_close(fused[1], 0.75 * g1 + 0.25 * s1)
+    soft = fuse_scores(gen, sas, FusionSettings(weight=1.0, norm="logsoftmax"))
+    torch.testing.assert_close(soft[0, :3], torch.log_softmax(sas[0], 0)[:3])
+    assert soft[0, 3] == float("-inf")
+
+
+def test_fusion_is_chosen_on_valid_and_scored_as_its_own_row(parallel_run, tmp_path, monkeypatch):
+    import json
+
+    from sidrec.data import PreparedDataset
+    from sidrec.decoding.fusion import FusionSettings
+    from sidrec.eval.evaluate import evaluate_run
+
+    real = PreparedDataset.eval_split
+    reads = []
+
+    def spy(self, split):
+        reads.append(split)
+        return real(self, split)
+
+    monkeypatch.setattr(PreparedDataset, "eval_split", spy)
+    result = evaluate_run(parallel_run, split="test", baselines=["sasrec"], n_boot=0, fuse="sasrec",
+                          out=tmp_path / "eval")
+    assert reads[0] == "test" and reads[1:] == ["valid"]  # the fusion is chosen on VALID only
+    fused = result["generator_variants"]["generator + sasrec (fused)"]
+    assert fused["metrics"]["invalid_rate"] == 0 and fused["training"]["minutes"] >= 0
+    chosen = FusionSettings.load(parallel_run)
+    assert (chosen.weight, chosen.norm) == (result["fusion"]["weight"], result["fusion"]["norm"])
+    grid = json.loads((parallel_run / "fusion.json").read_text())["grid"]
+    assert len(grid) == 22 and max(r["ndcg@10"] for r in grid) == next(
+        r["ndcg@10"] for r in grid if r["weight"] == chosen.weight and r["norm"] == chosen.norm)

@@ -128,6 +128,7 @@ class RunFolder:
     generator_cache_dir = property(lambda self: self.root / "generator_cache")
     sasrec_dir = property(lambda self: self.root / "baselines" / "sasrec")
     eval_dir = property(lambda self: self.root / "eval")
+    fusion_file = property(lambda self: self.root / "fusion.json")  # generator + SASRec, chosen on VALID
     tensorboard_dir = property(lambda self: self.root / "tensorboard")
 
     def rerun(self, stage: str) -> str:

@@ -1,0 +1,137 @@
+"""``sidrec evaluate --fuse sasrec``: the generator fused with SASRec, the fusion chosen on VALID.
+
+    python -m sidrec.eval.fusion --run RUN [--valid-users 3000]     # choose and save RUN/fusion.json only
+
+``choose_fusion`` scores a fixed random sample of VALID users with both models over the whole catalog, then
+tries every normalization (``zscore``, ``logsoftmax``) and weight of ``WEIGHTS``; the best VALID NDCG@10 wins
+(ties: the smaller SASRec weight) and is saved as ``RUN/fusion.json`` with the grid. TEST is never read here.
+``FusedScorer`` is the fused model as a scorer for the evaluation harness. Fusion needs a generator that
+scores the whole catalog (the ``parallel`` family); a beam generator only scores its candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sidrec.decoding.fusion import NORMS, FusionSettings, fuse_scores
+from sidrec.decoding.topk import topk_from_scores
+from sidrec.utils.metrics import ranking_metrics
+from sidrec.utils.run_folder import RunFolder
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WEIGHTS", "FusedScorer", "choose_fusion", "fused_name"]
+
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+VALID_USERS = 3000
+
+
+def fused_name(other: str = "sasrec") -> str:
+    """The row label of the fused model in reports."""
+    return f"generator + {other} (fused)"
+
+
+class FusedScorer:
+    """The generator's and SASRec's normalized scores over the catalog, weighted (``FusionSettings``)."""
+
+    def __init__(self, *, generator, sasrec, settings: FusionSettings, batch_size: int = 256,
+                 exclude_history: bool = False) -> None:
+        from sidrec.decoding import ranks_exactly
+
+        if not ranks_exactly(generator.model):
+            raise ValueError(f"fusion needs a generator that scores the whole catalog (family parallel); this one "
+                             f"is {generator.model.family!r}, whose beam scores only its candidates")
+        self.generator, self.sasrec, self.settings = generator, sasrec, settings
+        self.batch_size, self.exclude_history = batch_size, exclude_history
+        self.name = fused_name()
+
+    def scores(self, histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N)`` generator and SASRec scores (SASRec's padded with ``-inf`` for items it never had)."""
+        gen = self.generator.ranker.full_scores(histories, dense_weight=self.generator.settings.dense_weight)
+        sas = self.sasrec.score_histories([list(h) for h in histories]).float().cpu()
+        if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained
+            sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
+        return gen, sas
+
+    @torch.no_grad()
+    def recommend(self, histories: list[list[int]], k: int, user_index: np.ndarray | None = None) -> np.ndarray:
+        out = []
+        for start in range(0, len(histories), self.batch_size):
+            batch = histories[start : start + self.batch_size]
+            gen, sas = self.scores(batch)
+            fused = fuse_scores(gen, sas, self.settings)
+            out.append(topk_from_scores(fused, k, histories=batch, exclude_history=self.exclude_history))
+        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+@torch.no_grad()
+def choose_fusion(scorer: FusedScorer, histories: Sequence[Sequence[int]], targets: np.ndarray, *,
+                  weights: Sequence[float] = WEIGHTS, norms: Sequence[str] = NORMS) -> tuple[FusionSettings,
+                                                                                              list[dict[str, Any]]]:
+    """The (norm, weight) with the best NDCG@10 on these (VALID) users, and the whole grid."""
+    tops: dict[tuple[str, float], list[np.ndarray]] = {(n, w): [] for n in norms for w in weights}
+    for start in range(0, len(histories), scorer.batch_size):
+        batch = [list(h) for h in histories[start : start + scorer.batch_size]]
+        gen, sas = scorer.scores(batch)
+        for norm, weight in tops:
+            fused = fuse_scores(gen, sas, FusionSettings(weight=weight, norm=norm))
+            tops[(norm, weight)].append(topk_from_scores(fused, 10, histories=batch,
+                                                         exclude_history=scorer.exclude_history))
+    grid = []
+    for (norm, weight), parts in tops.items():
+        m = ranking_metrics(np.concatenate(parts), np.asarray(targets), ks=(10,))
+        grid.append({"norm": norm, "weight": weight, "recall@10": round(m["recall@10"], 5),
+                     "ndcg@10": round(m["ndcg@10"], 5)})
+    best = max(grid, key=lambda row: (row["ndcg@10"], -row["weight"]))
+    return FusionSettings(weight=best["weight"], norm=best["norm"]), grid
+
+
+def fit_run_fusion(run, *, generator, dataset, valid_users: int = VALID_USERS, exclude_history: bool = False,
+                   batch_size: int = 256) -> tuple[FusedScorer, list[dict[str, Any]]]:
+    """Choose the fusion of ``RUN``'s generator scorer and SASRec on VALID; save ``RUN/fusion.json``."""
+    folder = RunFolder(run)
+    sasrec = folder.sasrec(dataset_fingerprint=dataset.fingerprint()).eval()
+    scorer = FusedScorer(generator=generator, sasrec=sasrec, settings=FusionSettings(), batch_size=batch_size,
+                         exclude_history=exclude_history)
+    split = dataset.eval_split("valid").sample(valid_users or None, seed=0)
+    settings, grid = choose_fusion(scorer, split.histories, split.targets)
+    scorer.settings = settings
+    settings.save(folder.root, chosen_on=f"valid ({len(split)} users)", grid=grid)
+    logger.info("fusion chosen on VALID (%d users): %s, SASRec weight %g (NDCG@10 %.4f; generator alone %.4f, "
+                "SASRec alone %.4f)", len(split), settings.norm, settings.weight,
+                max(r["ndcg@10"] for r in grid),
+                next(r["ndcg@10"] for r in grid if r["norm"] == settings.norm and r["weight"] == 0.0),
+                next(r["ndcg@10"] for r in grid if r["norm"] == settings.norm and r["weight"] == 1.0))
+    return scorer, grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sidrec.eval.generator import GeneratorScorer
+    from sidrec.utils import configure_logging
+
+    p = argparse.ArgumentParser(prog="python -m sidrec.eval.fusion", description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True)
+    p.add_argument("--valid-users", type=int, default=VALID_USERS, help="VALID users to choose on (0 = all)")
+    args = p.parse_args(argv)
+    configure_logging()
+    dataset = RunFolder(args.run).dataset()
+    generator = GeneratorScorer.from_run(args.run, item_ids=dataset.item_ids, user_ids=dataset.user_ids,
+                                         dataset_fingerprint=dataset.fingerprint())
+    _, grid = fit_run_fusion(args.run, generator=generator, dataset=dataset, valid_users=args.valid_users)
+    print("| norm | SASRec weight | VALID Recall@10 | VALID NDCG@10 |\n|---|---|---|---|")
+    for row in grid:
+        print(f"| {row['norm']} | {row['weight']:g} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} |")
+    chosen = FusionSettings.load(args.run)
+    print(f"\nfusion_norm={chosen.norm} fusion_weight={chosen.weight:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
