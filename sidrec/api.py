@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from sidrec.data import load_catalog, save_catalog
-from sidrec.decoding import DecodingSettings, make_ranker
+from sidrec.decoding import DecodingSettings, make_ranker, ranks_exactly
+from sidrec.decoding.fusion import FusionSettings, fuse_scores
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
@@ -59,7 +60,7 @@ class Recommender:
     def __init__(
         self, *, tokenizer: SemanticIdTokenizer, model: SemanticIdGenerator, titles: Sequence[str | None],
         settings: DecodingSettings | None = None, beam_size: int | None = None, batch_size: int = 64,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "cpu", fusion: tuple[Any, FusionSettings] | None = None,
     ) -> None:
         if list(model.vocab.level_sizes) != list(tokenizer.level_sizes):
             raise ValueError(
@@ -79,12 +80,23 @@ class Recommender:
         # the family's ranker over the live catalog: a trie + beam search, or exact scoring of every item
         self.ranker = make_ranker(self.model, codes=tokenizer.codes, level_sizes=tokenizer.level_sizes,
                                   settings=self.settings)
+        # (SASRec, FusionSettings): rank by the fused scores of both (``sidrec.decoding.fusion``); None = the generator
+        self.fusion = None
+        if fusion is not None:
+            if not ranks_exactly(self.model):
+                raise ValueError("fusion needs a generator that scores the whole catalog (family parallel)")
+            self.fusion = (fusion[0].to(self.device).eval(), fusion[1])
 
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        beam_size: int | None = None) -> Recommender:
-        """Load ``path/tokenizer``, ``path/generator`` and the titles in ``path/catalog.jsonl``."""
+                        beam_size: int | None = None, fuse: bool | None = None) -> Recommender:
+        """Load ``path/tokenizer``, ``path/generator`` and the titles in ``path/catalog.jsonl``.
+
+        ``fuse``: rank by the generator fused with SASRec (``fusion.json`` + ``sasrec/`` of a release saved fused,
+        or a run folder's ``fusion.json`` + ``baselines/sasrec``, from ``sidrec evaluate --fuse sasrec``); None =
+        fused when the folder is a fused release, False = the generator alone.
+        """
         folder = RunFolder(path)
         for sub in (folder.tokenizer_dir, folder.generator_dir):
             if not sub.is_dir():
@@ -104,7 +116,7 @@ class Recommender:
         else:
             logger.warning("%s not found: recommendations will have no titles", folder.catalog_file)
         rec = cls(tokenizer=tokenizer, model=loaded.model, titles=titles, settings=loaded.settings,
-                  beam_size=beam_size, device=device)
+                  beam_size=beam_size, device=device, fusion=_load_fusion(folder, fuse))
         if removed:
             rec.remove_items(removed)
         return rec
@@ -123,6 +135,9 @@ class Recommender:
         setattr(self.model.config, GENERATOR_PROVENANCE_ATTR, record)
         self.model.save_pretrained(folder.generator_dir)
         self.settings.save(folder.generator_dir)
+        if self.fusion is not None:  # a fused release: SASRec beside the generator, and how the two are mixed
+            self.fusion[0].save_pretrained(folder.root / RELEASE_SASREC)
+            self.fusion[1].save(folder.root)
         removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.ranker.active)]
         save_catalog(folder.catalog_file, self.tokenizer.item_ids, self.titles, removed)
 
@@ -162,6 +177,25 @@ class Recommender:
         return self.ranker.remove_items([self.tokenizer.index_of(i) for i in item_ids])
 
     # -- recommending ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _fused(self, histories: list[list[int]], *, k: int, exclude_seen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` by the generator's and SASRec's fused scores over the whole (live) catalog."""
+        from sidrec.decoding.topk import topk_from_scores
+
+        sasrec, settings = self.fusion
+        items, scores = [], []
+        for start in range(0, len(histories), self.batch_size):
+            batch = histories[start : start + self.batch_size]
+            gen = self.ranker.full_scores(batch, dense_weight=self.settings.dense_weight)  # (B, N) -inf if removed
+            sas = sasrec.score_histories(batch).float().cpu()
+            if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained: the generator scores them
+                sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
+            fused = fuse_scores(gen, sas, settings)
+            top = torch.from_numpy(topk_from_scores(fused, k, histories=batch, exclude_history=exclude_seen))
+            items.append(top)
+            scores.append(fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf")))
+        return torch.cat(items), torch.cat(scores)
+
     def _index(self, item_id: str | int) -> int | None:
         try:
             return self.tokenizer.index_of(str(item_id))
@@ -221,17 +255,44 @@ class Recommender:
         indices = self._to_indices(histories, on_unknown)
         if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
-        items, scores = self.ranker.recommend(
-            indices, k=k, settings=self.settings if self.beam_size is None else self.settings.replace(beam_size=self.beam_size),
-            user_ids=user_ids if self.model.vocab.num_user_buckets else None, exclude_history=exclude_seen,
-            batch_size=self.batch_size, cold=self.tokenizer.assigned_items(), cold_share=cold_share,
-        )
+        if self.fusion is not None:
+            if cold_share:
+                raise ValueError("cold_share does not apply to a fused recommender (new items rank by the "
+                                 "generator's score inside the fused list); load it with fuse=False to use it")
+            items, scores = self._fused(indices, k=k, exclude_seen=exclude_seen)
+        else:
+            items, scores = self.ranker.recommend(
+                indices, k=k, settings=self.settings if self.beam_size is None else self.settings.replace(
+                    beam_size=self.beam_size), user_ids=user_ids if self.model.vocab.num_user_buckets else None,
+                exclude_history=exclude_seen, batch_size=self.batch_size, cold=self.tokenizer.assigned_items(),
+                cold_share=cold_share,
+            )
         results = [
             [Recommendation(self.tokenizer.item_ids[i], float(sc), self.titles[i])
              for i, sc in zip(row_items, row_scores, strict=True) if i >= 0]
             for row_items, row_scores in zip(items.tolist(), scores.tolist(), strict=True)
         ]
         return results[0] if single else results
+
+
+RELEASE_SASREC = "sasrec"  # a fused release's SASRec folder
+
+
+def _load_fusion(folder: RunFolder, fuse: bool | None) -> tuple[Any, FusionSettings] | None:
+    """(SASRec, settings) of a fused release (``sasrec/``) or, asked for, of a run folder; None otherwise."""
+    release = folder.root / RELEASE_SASREC
+    if fuse is False or (fuse is None and not (release.is_dir() and folder.fusion_file.is_file())):
+        return None
+    if not folder.fusion_file.is_file():
+        raise ValueError(f"{folder.fusion_file} not found: choose the fusion first (`sidrec evaluate --run "
+                         f"{folder.root} --fuse sasrec`)")
+    if release.is_dir():
+        from sidrec.seqmodel.sasrec import SASRec
+
+        sasrec = SASRec.from_pretrained(release)
+    else:
+        sasrec = folder.sasrec()
+    return sasrec, FusionSettings.load(folder.root)
 
 
 def _check_catalog(path: Path, ids: Sequence[str], tokenizer: SemanticIdTokenizer) -> None:

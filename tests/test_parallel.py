@@ -343,3 +343,28 @@ def test_fusion_is_chosen_on_valid_and_scored_as_its_own_row(parallel_run, tmp_p
     grid = json.loads((parallel_run / "fusion.json").read_text())["grid"]
     assert len(grid) == 22 and max(r["ndcg@10"] for r in grid) == next(
         r["ndcg@10"] for r in grid if r["weight"] == chosen.weight and r["norm"] == chosen.norm)
+
+
+def test_fused_recommender_from_a_run_and_as_a_release(parallel_run, tmp_path):
+    import sidrec
+    from sidrec.eval.evaluate import evaluate_run
+
+    if not (parallel_run / "fusion.json").is_file():
+        evaluate_run(parallel_run, split="valid", baselines=[], n_boot=0, fuse="sasrec", out=tmp_path / "eval")
+    alone = sidrec.Recommender.from_pretrained(parallel_run)  # a run folder is the generator alone by default
+    fused = sidrec.Recommender.from_pretrained(parallel_run, fuse=True)
+    assert alone.fusion is None and fused.fusion is not None
+    history = fused.tokenizer.item_ids[:3]
+    top = fused.recommend(history, k=5)
+    assert len(top) == 5 and not set(history) & {r.item_id for r in top}
+    fused.add_items([{"item_id": "new-1", "title": "Rose Lip Balm"}])  # SASRec never saw it: the generator ranks it
+    others = [i for i in fused.tokenizer.item_ids if i != "new-1"]
+    assert [r.item_id for r in fused.recommend(others, k=1)] == ["new-1"]
+    with pytest.raises(ValueError, match="cold_share does not apply"):
+        fused.recommend(history, k=5, cold_share=0.2)
+    fused.save_pretrained(tmp_path / "release")
+    assert (tmp_path / "release" / "sasrec" / "model.safetensors").is_file()
+    again = sidrec.Recommender.from_pretrained(tmp_path / "release")  # a fused release loads fused
+    assert again.fusion is not None and again.recommend(history, k=5) == fused.recommend(history, k=5)
+    plain = sidrec.Recommender.from_pretrained(tmp_path / "release", fuse=False)
+    assert plain.fusion is None
