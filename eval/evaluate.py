@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sidrec.decoding.settings import DEFAULT_BEAM_SIZE
 from sidrec.eval.report import write_report
 from sidrec.eval.slices import bootstrap_ci, standard_slices
 from sidrec.utils import atomic_write_json, configure_logging
@@ -333,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exclude-history", action="store_true",
                    help="remove each user's history items from every model's list (default: keep them)")
     p.add_argument("--beam-size", type=int, default=None,
-                   help="generator beam width (default: the one the generator was validated with, else 20)")
+                   help="generator beam width (default: the one the generator was validated with, else "
+                        f"{DEFAULT_BEAM_SIZE}; the parallel family ranks exactly, without a beam)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="generator users per beam-search batch (256: 1.5x the users/s of 64 here)")
     p.add_argument("--no-generator", action="store_true", help="evaluate the baselines only")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from sidrec.decoding.settings import DEFAULT_BEAM_SIZE
 from sidrec.seqmodel.config import DenseHeadFields, ItemInputs, ParallelHeads, T5Shape, t5_activations
 from sidrec.utils.config import Choice, Range, Rule
 
@@ -82,7 +83,7 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
     eval_at_minutes: list[float] = field(default_factory=list)
     valid_max_users: int = 0
     eval_batch_size: int = 256
-    beam_size: int = 20
+    beam_size: int = DEFAULT_BEAM_SIZE
     patience: int = 10
     save_every: int = 5000
     keep_states: int = 2
