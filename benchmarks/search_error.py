@@ -96,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     prefixes = level_prefix_ids(codes)
     t0 = time.perf_counter()
     input_ids, mask = model.history_inputs(split.histories)
-    exact = torch.stack([exact_log_probs(model, input_ids[u : u + 1], mask[u : u + 1], codes, prefixes)
-                         for u in range(len(split))]).numpy()  # (U, N)
+    rows = []
+    for u in range(len(split)):
+        rows.append(exact_log_probs(model, input_ids[u : u + 1], mask[u : u + 1], codes, prefixes))
+        if (u + 1) % 100 == 0:
+            print(f"  exact scores: {u + 1} / {len(split)} users, {time.perf_counter() - t0:.0f} s", flush=True)
+    exact = torch.stack(rows).numpy()  # (U, N)
     exact_seconds = time.perf_counter() - t0
     dense = model.dense_scores(input_ids, mask).numpy()  # (U, N)
     counts = model.item_counts.numpy() + 1.0  # CodePrior's smoothing 1: log p_pop(item) summed over levels

@@ -269,3 +269,18 @@ def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
     f = inverse_sqrt_lambda(100)
     assert f(0) == pytest.approx(0.01) and f(49) == pytest.approx(0.5) and f(99) == pytest.approx(1.0)
     assert f(399) == pytest.approx(0.5) and f(9999) == pytest.approx(0.1)  # sqrt(100 / step)
+
+
+def test_a_step_budget_gives_the_same_weights_whatever_the_time_cap(gen_run, tmp_path):
+    """The quickstart's budgets are steps (and epochs) with minutes only as a cap: a cap that is not reached
+    changes nothing, so the same command on a busy machine trains the same model, later."""
+    from sidrec.train.generator import main
+
+    weights = []
+    for cap in ("0", "60"):
+        run = _fresh(gen_run, tmp_path, f"cap-{cap}")
+        assert main(["--run", str(run), *TINY, "--max-steps", "8", "--eval-every", "4", "--save-every", "0",
+                     "--max-minutes", cap]) == 0
+        weights.append(_weights(run))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
