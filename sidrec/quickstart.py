@@ -100,12 +100,14 @@ def _summary(run: Path, seconds: dict[str, float]) -> None:
     if metrics_file.is_file():
         report = json.loads(metrics_file.read_text())
         rows = [("sidrec generator", report.get("metrics"))]
+        rows += [(name, block.get("metrics")) for name, block in report.get("generator_variants", {}).items()]
         rows += [(name, block.get("metrics")) for name, block in report.get("baselines", {}).items()]
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "invalid_rate", "coverage")
-        print(f"{'test split':<18}" + "".join(f"{k:>13}" for k in keys))
+        width = max(18, *(len(name) + 1 for name, _ in rows))
+        print(f"{'test split':<{width}}" + "".join(f"{k:>13}" for k in keys))
         for name, m in rows:
             if m:
-                print(f"{name:<18}" + "".join(f"{m.get(k, float('nan')):>13.4f}" for k in keys))
+                print(f"{name:<{width}}" + "".join(f"{m.get(k, float('nan')):>13.4f}" for k in keys))
     print("\nartefacts:")
     for label, path in (("prepared data", "dataset"), ("catalog", "catalog.jsonl"), ("tokenizer", "tokenizer"),
                         ("generator", "generator"), ("SASRec baseline", "baselines/sasrec"),
@@ -117,6 +119,15 @@ def _summary(run: Path, seconds: dict[str, float]) -> None:
     print("\ntime: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + f"; total {total / 60:.1f} min")
     print(f"\nnext: sidrec recommend --run {run} --history ID,ID,...   |   python -c \"import sidrec; "
           f"r = sidrec.Recommender.from_pretrained('{run}')\"")
+
+
+def _fuse_args(generator_config: str, skip: set[str]) -> list[str]:
+    """``--fuse sasrec`` when the generator scores the whole catalog (the parallel family) and SASRec is trained."""
+    from sidrec.train.generator_config import GeneratorTrainConfig
+    from sidrec.utils import load_config
+
+    family = load_config(GeneratorTrainConfig, generator_config).family
+    return ["--fuse", "sasrec"] if family == "parallel" and "sasrec" not in skip else []
 
 
 def _plan(args: argparse.Namespace, run: Path, skip: set[str]) -> dict[str, tuple]:
@@ -135,7 +146,8 @@ def _plan(args: argparse.Namespace, run: Path, skip: set[str]) -> dict[str, tupl
         "generator": (generator.main, ["--run", str(run), "--config", args.generator_config, "--max-steps",
                                        str(args.generator_steps), "--max-minutes", str(args.generator_minutes),
                                        *again]),
-        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines, *again]),
+        "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines,
+                                     *_fuse_args(args.generator_config, skip), *again]),
         "samples": (_samples, run, args.samples),
     }
     return {name: plan[name] for name in STAGES}
