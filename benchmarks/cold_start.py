@@ -30,7 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from sidrec.quickstart import QUICKSTART_GENERATOR, QUICKSTART_TOKENIZER, QUICKSTART_TOKENIZER_ARGS
+from sidrec.quickstart import (
+    QUICKSTART_GENERATOR,
+    QUICKSTART_GENERATOR_CAP,
+    QUICKSTART_GENERATOR_STEPS,
+    QUICKSTART_SASREC_CAP,
+    QUICKSTART_SASREC_EPOCHS,
+    QUICKSTART_TOKENIZER,
+    QUICKSTART_TOKENIZER_ARGS,
+)
 
 SHARES = (0.1, 0.2)
 
@@ -77,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default=None, help="a run of the same preset without a cold split (evaluated)")
     p.add_argument("--cache-from", default=None, help="copy RUN/cache (item embeddings) from this run first")
     p.add_argument("--fresh", action="store_true", help="redo every stage (--overwrite)")
-    p.add_argument("--train-args", default="", help="extra `sidrec train` flags, e.g. '--max-minutes 5'")
-    p.add_argument("--sasrec-args", default="", help="extra `sidrec sasrec` flags, e.g. '--max-minutes 5'")
+    p.add_argument("--train-args", default=f"--max-steps {QUICKSTART_GENERATOR_STEPS} --max-minutes "
+                   f"{QUICKSTART_GENERATOR_CAP:g}", help="extra `sidrec train` flags (default: the quickstart's budget)")
+    p.add_argument("--sasrec-args", default=f"--epochs {QUICKSTART_SASREC_EPOCHS} --max-minutes {QUICKSTART_SASREC_CAP:g}",
+                   help="extra `sidrec sasrec` flags (default: the quickstart's budget)")
     args = p.parse_args(argv)
     run = Path(args.run)
     over = ["--overwrite"] if args.fresh else []

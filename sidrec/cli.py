@@ -141,9 +141,11 @@ def cmd_recommend(argv: list[str]) -> int:
     p.add_argument("-k", "--k", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     p.add_argument("--skip-unknown", action="store_true", help="skip unknown item ids instead of failing")
+    p.add_argument("--fuse", action="store_true",
+                   help="rank by the generator fused with SASRec (RUN/fusion.json, from `sidrec evaluate --fuse sasrec`)")
     args = p.parse_args(argv)
     history = [h.strip() for h in args.history.split(",") if h.strip()]
-    rec = Recommender.from_pretrained(args.run)
+    rec = Recommender.from_pretrained(args.run, fuse=True if args.fuse else None)
     results = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
                             on_unknown="skip" if args.skip_unknown else "error")
     width = max(len(r.item_id) for r in results) if results else 4

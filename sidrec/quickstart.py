@@ -1,12 +1,13 @@
 """``sidrec quickstart``: the whole pipeline on the bundled Beauty data, on a laptop CPU.
 
-prepare -> train SASRec -> tokenize (long OPQ semantic IDs from the item text and SASRec's item vectors)
--> train the generator (the ``parallel`` preset) -> evaluate (test split, with baselines) -> a few sample
-recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for the measured time). SASRec
-runs before the tokenizer because the codes carry its collaborative signal (``--cf-from baselines/sasrec``);
-with another tokenizer preset the order does not matter. The generator and SASRec train on time budgets
-(``--generator-minutes``, ``--sasrec-minutes``, training time without validation) and stop early when
-validation stalls.
+prepare -> train SASRec -> tokenize -> train the generator (the ``hybrid`` preset: it wins on VALID at this
+budget) -> evaluate (test split, with baselines; with a generator that scores the whole catalog, also fused
+with SASRec) -> a few sample recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for
+the measured time). SASRec runs before the tokenizer so that codes can carry its collaborative signal
+(``--tokenizer-args "--cf-from baselines/sasrec"``, what the ``parallel`` family uses). The generator and SASRec
+train on step and epoch budgets measured on an idle machine (``--generator-steps``, ``--sasrec-epochs``; SASRec
+also stops by its patience), with minutes only as caps that are logged when they cut a run short: the same
+command on a busy machine gives the same models, later.
 Each stage is the same function its own command runs, so every step can be re-run or resumed alone;
 the summary at the end says where each artefact is. A used ``--out`` folder is refused before anything
 runs (it lists what is there): ``--overwrite`` redoes every stage in it, ``--skip`` keeps some.
@@ -26,10 +27,12 @@ from sidrec.utils.run_folder import RunFolder
 logger = logging.getLogger(__name__)
 
 STAGES = ("prepare", "sasrec", "tokenize", "generator", "evaluate", "samples")
-#: the quickstart's models (chosen on VALID at its budget: README "Results" and the presets' comments)
-QUICKSTART_TOKENIZER = "tokenizer/opq"
-QUICKSTART_TOKENIZER_ARGS = ("--cf-from", "baselines/sasrec")
-QUICKSTART_GENERATOR = "generator/parallel"
+#: the quickstart's models: the generator family that wins on VALID at the quickstart's budget (README
+#: "Results": hybrid over parallel, 2026-12-04); for the parallel family pass --tokenizer-config tokenizer/opq
+#: --tokenizer-args "--cf-from baselines/sasrec" --generator-config generator/parallel
+QUICKSTART_TOKENIZER = "tokenizer/rqvae"
+QUICKSTART_TOKENIZER_ARGS: tuple[str, ...] = ()
+QUICKSTART_GENERATOR = "generator/hybrid"
 #: budgets in steps and epochs (reproducible on a busy machine), with minutes only as caps (see --help)
 QUICKSTART_GENERATOR_STEPS = 6000
 QUICKSTART_GENERATOR_CAP = 30.0
@@ -160,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="beauty", help="bundled name or dataset folder (default beauty)")
     p.add_argument("--tokenizer-config", default=QUICKSTART_TOKENIZER, help="tokenizer preset or YAML")
     p.add_argument("--tokenizer-args", default=" ".join(QUICKSTART_TOKENIZER_ARGS),
-                   help="extra `sidrec tokenize` flags (default: codes with SASRec's collaborative signal; '' = "
-                        "the preset as it is)")
+                   help="extra `sidrec tokenize` flags, e.g. '--cf-from baselines/sasrec' (codes that carry SASRec's "
+                        "item vectors, for the parallel family)")
     p.add_argument("--generator-config", default=QUICKSTART_GENERATOR, help="generator preset or YAML")
     p.add_argument("--generator-steps", type=int, default=QUICKSTART_GENERATOR_STEPS,
                    help=f"generator training budget in optimiser steps (default {QUICKSTART_GENERATOR_STEPS}: what "

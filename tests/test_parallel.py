@@ -368,3 +368,24 @@ def test_fused_recommender_from_a_run_and_as_a_release(parallel_run, tmp_path):
     assert again.fusion is not None and again.recommend(history, k=5) == fused.recommend(history, k=5)
     plain = sidrec.Recommender.from_pretrained(tmp_path / "release", fuse=False)
     assert plain.fusion is None
+
+
+def test_exact_ranker_reserves_cold_slots_from_the_best_cold_items():
+    import math
+
+    from sidrec.decoding import DecodingSettings, make_ranker
+
+    model = tiny_parallel(80, seed=9)
+    ranker = make_ranker(model, codes=model.item_codes, level_sizes=SIZES, settings=DecodingSettings())
+    cold = np.zeros(80, dtype=bool)
+    cold[60:] = True  # e.g. items added after the tokenizer's fit
+    histories = [[1, 2], [3], [10, 11, 12]]
+    plain, _ = ranker.recommend(histories, k=10)
+    reserved, _ = ranker.recommend(histories, k=10, cold=cold, cold_share=0.2)
+    best_cold, _ = ranker.topk(histories, k=10, only=cold)
+    for u in range(len(histories)):
+        got = reserved[u].tolist()
+        assert len(set(got)) == 10 and cold[got].sum() >= min(math.ceil(0.2 * 10), cold.sum())
+        assert set(got) <= set(plain[u].tolist()) | set(best_cold[u].tolist())  # only ranked candidates
+    with pytest.raises(ValueError, match="cold_share needs the cold items"):
+        ranker.recommend(histories, k=10, cold_share=0.2)
