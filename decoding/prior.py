@@ -50,6 +50,13 @@ class CodePrior:
             np.add.at(total, paths[ok, t], mass[ok])
             self.node_mass.append(torch.from_numpy(total))
 
+    def item_log_prior(self, items: torch.Tensor) -> torch.Tensor:
+        """``log p_pop(item)`` for item indices of any shape (the sum of its codes' ``log_prior``: the item's
+        share of the catalog's popularity mass); ``-inf`` for -1 and removed items."""
+        total = float(self.item_mass.sum())
+        mass = self.item_mass[items.clamp(min=0)].masked_fill(items < 0, 0.0)
+        return torch.log(mass / max(total, 1e-12)).float()
+
     def log_prior(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """``log p_pop(code | prefix)`` for prefixes ``nodes (R,)`` at ``level``: ``(R, C_level)`` float32;
         ``-inf`` for codes below which nothing is active (the beam masks those anyway)."""

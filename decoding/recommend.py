@@ -26,7 +26,7 @@ from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.settings import DecodingSettings
 from sidrec.decoding.trie import CatalogTrie
 
-__all__ = ["Candidates", "beam_candidates", "has_dense_head", "popularity_prior", "recommend_topk"]
+__all__ = ["Candidates", "beam_candidates", "has_dense_head", "join_candidates", "popularity_prior", "recommend_topk"]
 
 
 def has_dense_head(model: nn.Module) -> bool:
@@ -67,7 +67,7 @@ def beam_candidates(
     model: nn.Module, trie: CatalogTrie, histories: Sequence[Sequence[int]], *, beam_size: int,
     item_codes: np.ndarray | None = None, user_ids: Sequence[str] | None = None, exclude_history: bool = False,
     batch_size: int = 256, num_threads: int | None = None, with_dense: bool = True, prior_weight: float = 0.0,
-    prior: CodePrior | None = None,
+    prior: CodePrior | None = None, dense_candidates: int = 0, new_candidates: int = 0,
 ) -> Candidates:
     """``beam_size`` candidates per history (with dense scores when the model has a dense head).
 
@@ -85,11 +85,14 @@ def beam_candidates(
             only, ``dense`` is None).
         prior_weight: popularity correction of the search (``CodePrior``; 0 = off); ``prior`` defaults to
             the one built from the model's training counts (``popularity_prior``).
+        dense_candidates, new_candidates: with a dense head, that many best items by dense score, and best
+            items never seen in training, join the beam's candidates (``join_candidates``; 0 = none).
     """
     if prior_weight and prior is None:
         prior = popularity_prior(model, trie)
     device = next(model.parameters()).device
-    dense = with_dense and has_dense_head(model)
+    joining = (dense_candidates > 0 or new_candidates > 0) and has_dense_head(model)
+    dense = (with_dense or joining) and has_dense_head(model)
     items, scores, dense_scores = [], [], []
     for start in range(0, len(histories), batch_size):
         batch = [list(h) for h in histories[start : start + batch_size]]
@@ -106,14 +109,72 @@ def beam_candidates(
             exclude=batch if exclude_history else None, num_threads=num_threads,
             on_encoded=keep_user_states if dense else None, prior=prior, prior_weight=prior_weight,
         )
-        items.append(result.items)
-        scores.append(result.scores)
+        found = Candidates(result.items, result.scores,
+                           model.dense_logits(user_states, result.items.to(device)).float().cpu() if dense else None)
+        if joining:
+            found = join_candidates(model, trie, found, user_states, input_ids, mask, dense=dense_candidates,
+                                    new=new_candidates, exclude=batch if exclude_history else None,
+                                    prior=prior if prior_weight else None, prior_weight=prior_weight)
+        items.append(found.items)
+        scores.append(found.scores)
         if dense:
-            dense_scores.append(model.dense_logits(user_states, result.items.to(device)).float().cpu())
+            dense_scores.append(found.dense)
     if not items:
-        empty = torch.zeros(0, beam_size)
+        empty = torch.zeros(0, beam_size + (dense_candidates + new_candidates if joining else 0))
         return Candidates(empty.long(), empty, empty if dense else None)
     return Candidates(torch.cat(items), torch.cat(scores), torch.cat(dense_scores) if dense else None)
+
+
+@torch.no_grad()
+def join_candidates(
+    model: nn.Module, trie: CatalogTrie, found: Candidates, user_states: torch.Tensor, input_ids: torch.Tensor,
+    mask: torch.Tensor, *, dense: int, new: int, exclude: Sequence[Sequence[int]] | None = None,
+    prior: CodePrior | None = None, prior_weight: float = 0.0,
+) -> Candidates:
+    """The beam's candidates ``found (B, K)`` plus items the beam may have lost, each scored like the beam's own.
+
+    Joins, per user, the ``dense`` active items with the best dense scores over the whole catalog and the
+    ``new`` best among active items the generator never saw in training (``model.item_counts`` 0), minus
+    those already in the beam (and history items with ``exclude``): ``(B, K + dense + new)``, -1 where fewer.
+    A joining item's score is what the beam would have given it: its exact generation log-probability by
+    teacher forcing (``model.score_items``), corrected by ``prior_weight * log p_pop(item)`` like the beam's
+    (the per-level corrections of a path sum to the item's), so ``hybrid_rank`` orders all of them alike.
+    """
+    device = user_states.device
+    all_dense = model.dense_logits(user_states).float()  # (B, N)
+    n = trie.num_items
+    all_dense = all_dense[:, :n].masked_fill(~torch.tensor(trie.active, device=device)[None, :], float("-inf"))
+    in_beam = torch.zeros(all_dense.shape[0], n + 1, dtype=torch.bool, device=device)
+    in_beam.scatter_(1, found.items.to(device) + 1, True)  # shifted by one: empty slots (-1) land in column 0
+    all_dense = all_dense.masked_fill(in_beam[:, 1:], float("-inf"))  # already candidates
+    if exclude is not None:
+        rows = torch.tensor([r for r, h in enumerate(exclude) for _ in h], dtype=torch.long)
+        cols = torch.tensor([c for h in exclude for c in h], dtype=torch.long)
+        if len(rows):
+            all_dense[rows.to(device), cols.to(device)] = float("-inf")
+    picked = []
+    if dense:
+        picked.append(_top_or_none(all_dense, dense))
+        all_dense.scatter_(1, picked[-1].clamp(min=0), float("-inf"))
+    if new:
+        seen = model.item_counts[:n].to(device) > 0  # (N,)
+        picked.append(_top_or_none(all_dense.masked_fill(seen[None, :], float("-inf")), new))
+    extra = torch.cat(picked, 1)  # (B, E), -1 = none
+    logp = model.score_items(input_ids, mask, extra).float()  # (B, E)
+    if prior is not None and prior_weight:
+        logp = logp - prior_weight * prior.item_log_prior(extra.cpu()).to(device).masked_fill(extra < 0, 0.0)
+    extra_dense = model.dense_logits(user_states, extra).float()
+    return Candidates(torch.cat([found.items, extra.cpu()], 1), torch.cat([found.scores, logp.cpu()], 1),
+                      torch.cat([found.dense, extra_dense.cpu()], 1) if found.dense is not None else None)
+
+
+def _top_or_none(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices of each row's top ``k`` finite scores ``(B, k)``, -1 where a row has fewer."""
+    vals, idx = scores.topk(min(k, scores.shape[1]), dim=1)
+    idx = idx.masked_fill(torch.isinf(vals), -1)
+    if idx.shape[1] < k:
+        idx = torch.cat([idx, idx.new_full((idx.shape[0], k - idx.shape[1]), -1)], 1)
+    return idx
 
 
 def recommend_topk(
@@ -122,16 +183,17 @@ def recommend_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items ``(U, k)`` and their scores, best first (``-1`` / ``-inf`` where fewer exist).
 
-    ``settings``: the generator's ``DecodingSettings`` (beam size, dense weight, popularity correction; None =
-    the defaults); the beam is raised to ``k`` if smaller, and the dense weight only applies to a generator
-    with a dense head. ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for ``cold``
+    ``settings``: the generator's ``DecodingSettings`` (beam size, dense weight, popularity correction, the
+    dense and new items that join the beam's candidates; None = the defaults); the beam is raised to ``k`` if
+    smaller, and the dense weight and joining items only apply to a generator with a dense head. ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for ``cold``
     items (``bool (N,)``) from the same candidates (``reserve_cold``; 0 = off). Other keyword arguments go
     to ``beam_candidates``.
     """
     settings = settings or DecodingSettings()
     weight = settings.dense_weight if has_dense_head(model) else 0.0
     candidates = beam_candidates(model, trie, histories, beam_size=max(settings.beam_size, k), with_dense=weight != 0,
-                                 prior_weight=settings.prior_weight, **kwargs)
+                                 prior_weight=settings.prior_weight, dense_candidates=settings.dense_candidates,
+                                 new_candidates=settings.new_candidates, **kwargs)
     if cold_share > 0:
         if cold is None:
             raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")

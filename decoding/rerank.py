@@ -3,8 +3,9 @@
 The trie-constrained beam search is the retrieval step: it proposes ``K = beam_size`` catalog items per
 user with their sequence log-probabilities. A generator with a dense head (the ``item`` family) also
 scores each candidate by ``user state . item vector``; ``hybrid_rank`` orders the candidates by
-``logp + weight * dense`` and keeps the top k. Nothing outside the beam is ever ranked, and empty slots
-(-1) stay last. ``weight = 0`` is pure generation (the beam's own order).
+``logp + weight * dense`` and keeps the top k. Only candidates are ranked: the beam's, and the items that
+``join_candidates`` adds (the best by dense score, and new items), scored the same way. Empty slots (-1) stay
+last. ``weight = 0`` is pure generation (the beam's own order).
 
 Why the raw dense score and not its log-softmax over the catalog: the log-softmax only subtracts a
 per-user constant, so both give the same order for every weight, and the raw score costs K dot products
@@ -29,7 +30,8 @@ def hybrid_rank(
         items: ``(B, K)`` candidate item indices from the beam search, -1 = empty slot.
         scores: ``(B, K)`` their generation log-probabilities (-inf where items is -1).
         dense: ``(B, K)`` their dense scores, or None (then ``weight`` must be 0).
-        weight: weight of the dense score (0 = the beam's order).
+        weight: weight of the dense score (0 = by generation log-probability alone: the beam's order, with
+            items that joined the beam's candidates (``join_candidates``) ranked among them).
         k: items to keep, ``k <= K``.
 
     Returns:
@@ -40,11 +42,9 @@ def hybrid_rank(
                          f"{tuple(scores.shape)}, {None if dense is None else tuple(dense.shape)}")
     if not 1 <= k <= items.shape[1]:
         raise ValueError(f"need 1 <= k <= {items.shape[1]} candidates, got k={k}")
-    if weight == 0:
-        return items[:, :k], scores[:, :k]
-    if dense is None:
+    if weight and dense is None:
         raise ValueError(f"hybrid weight {weight} needs dense scores; this generator has no dense head")
-    combined = scores + weight * dense.to(scores.dtype)  # (B, K)
+    combined = scores + weight * dense.to(scores.dtype) if weight else scores.clone()  # (B, K)
     combined = combined.masked_fill(items < 0, float("-inf"))
     order = torch.sort(combined, dim=1, descending=True, stable=True).indices[:, :k]  # (B, k)
     return items.gather(1, order), combined.gather(1, order)

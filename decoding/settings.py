@@ -40,12 +40,20 @@ class DecodingSettings:
         dense_weight_plain: the dense weight chosen without the popularity correction (the evaluation's
             "uncorrected" ablation); None = the same as ``dense_weight``.
         prior_weight: popularity correction of the beam search (``sidrec.decoding.CodePrior``; 0 = off).
+        dense_candidates: this many items with the best dense scores over the whole catalog join the beam's
+            candidates, each scored exactly like them (its generation log-probability by teacher forcing, the
+            correction, the dense score): what a beam that loses the target misses (0 = the beam's only).
+        new_candidates: this many items the generator never saw in training (added later, or a cold split's),
+            the best by dense score, join the candidates the same way: a beam never proposes an item nobody
+            has bought, so without them new items are recommendable only in principle (0 = off).
     """
 
     beam_size: int = DEFAULT_BEAM_SIZE
     dense_weight: float = 0.0
     dense_weight_plain: float | None = None
     prior_weight: float = 0.0
+    dense_candidates: int = 0
+    new_candidates: int = 0
 
     _legacy_noted: ClassVar[set[str]] = set()
 
@@ -56,6 +64,9 @@ class DecodingSettings:
             raise ValueError(f"dense weights must be >= 0, got {self.dense_weight}, {self.dense_weight_plain}")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1], got {self.prior_weight}")
+        if int(self.dense_candidates) < 0 or int(self.new_candidates) < 0:
+            raise ValueError(f"dense_candidates and new_candidates must be >= 0, got {self.dense_candidates}, "
+                             f"{self.new_candidates}")
 
     @property
     def plain_weight(self) -> float:

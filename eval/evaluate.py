@@ -163,8 +163,9 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
     """The generator's scorers, or ``([], reason)`` when the run has no trained generator/tokenizer.
 
     The first scorer is the generator as tuned on VALID; for a generator with a dense head the ablation
-    follows: generation only (the plain beam's order), the hybrid without the beam's popularity correction
-    (when it uses one) and the dense head alone over the whole catalog; then one
+    follows: generation only (the plain beam's order), the beam's candidates alone (when items join them),
+    the hybrid without the beam's popularity correction (when it uses one) and the dense head alone over the
+    whole catalog; then one
     row per ``cold_shares`` value (TIGER's epsilon: that share of each list reserved for cold items).
     """
     from sidrec.decoding import has_dense_head
@@ -182,6 +183,8 @@ def build_generator(run: Path, dataset, *, exclude_history: bool, beam_size: int
     modes = ["generation", "dense"] if has_dense_head(main.model) else []
     if main.settings.prior_weight:
         modes.insert(1, "uncorrected")
+    if has_dense_head(main.model) and (main.settings.dense_candidates or main.settings.new_candidates):
+        modes.insert(1, "beam")
     variants = [main.variant(mode) for mode in modes]
     if cold_shares and not main.cold.any():
         logger.info("--cold-share: the tokenizer assigned no items after its fit (no cold-start split); skipped")

@@ -9,6 +9,8 @@ rank the trie-constrained beam's candidates, the ``parallel`` family scores the 
 - ``generation``: the generation score alone (no popularity correction, no dense score);
 - ``uncorrected``: the hybrid ranking of a beam without the popularity correction (what the correction
   adds, for a checkpoint that uses one);
+- ``beam``: the hybrid ranking of the beam's own candidates, no items joined (what ``dense_candidates`` and
+  ``new_candidates`` add, for a checkpoint that uses them);
 - ``dense``: the dense head alone over the whole catalog (an ablation: no beam, no trie).
 
 ``cold_share`` (TIGER's epsilon) reserves up to that share of each list for cold-start items (the
@@ -26,7 +28,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-MODES = ("default", "generation", "uncorrected", "dense")
+MODES = ("default", "generation", "uncorrected", "beam", "dense")
 
 
 class GeneratorScorer:
@@ -102,7 +104,9 @@ class GeneratorScorer:
             uids = [self.user_ids[u] for u in user_index]
         settings = self.settings  # the checkpoint's own (chosen on VALID)
         if self.mode == "generation":
-            settings = settings.replace(dense_weight=0.0, prior_weight=0.0)
+            settings = settings.replace(dense_weight=0.0, prior_weight=0.0, dense_candidates=0, new_candidates=0)
+        elif self.mode == "beam":
+            settings = settings.replace(dense_candidates=0, new_candidates=0)
         elif self.mode == "uncorrected":
             settings = settings.replace(dense_weight=settings.plain_weight, prior_weight=0.0)
         items, _ = self.ranker.recommend(histories, k=k, settings=settings, user_ids=uids,
@@ -138,4 +142,6 @@ def _name(mode: str, cold_share: float) -> str:
         return f"generator (cold share {cold_share:g})" if mode == "default" else f"generator ({mode}, cold share {cold_share:g})"
     if mode == "uncorrected":
         return "generator (no popularity correction)"
+    if mode == "beam":
+        return "generator (beam candidates only)"
     return "generator" if mode == "default" else f"generator ({mode} only)"

@@ -264,6 +264,41 @@ class ItemLevelGenerator(SemanticIdGenerator):
         return last_states(self.encoder, input_ids, attention_mask, width=self.config.d_model, chunk_users=chunk_users)
 
     @torch.no_grad()
+    def score_items(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor, *,
+                    chunk_users: int = 16) -> torch.Tensor:
+        """The exact log-probability of generating each given item (teacher forcing): ``items (B, K)`` item
+        indices (-1 = none, scored -inf) -> ``(B, K)``, each level's log-softmax over that level's codes, summed
+        (what the beam search accumulates; for items it did not reach). Eval mode whatever mode the model is in."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = torch.full(items.shape, float("-inf"), device=items.device)
+            for start in range(0, items.shape[0], chunk_users):
+                rows = slice(start, start + chunk_users)
+                out[rows] = self._score_chunk(input_ids[rows], attention_mask[rows], items[rows])
+            return out
+        finally:
+            self.train(was_training)
+
+    def _score_chunk(self, input_ids: torch.Tensor, mask: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``score_items`` for a few users: one decoder pass over all their candidates ``(b, K)``."""
+        batch, k = items.shape
+        states = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (b, T, D)
+        labels = self.embedder.item_tokens[items.clamp(min=-1) + 1]  # (b, K, L) level tokens (-1 -> pad row)
+        start = labels.new_zeros(batch, k, 1)  # decoder start token
+        dec_in = torch.cat([start, labels[..., :-1]], dim=-1).view(batch * k, -1)  # (b*K, L)
+        hidden = self.decoder(input_ids=dec_in, encoder_hidden_states=states.repeat_interleave(k, 0),
+                              encoder_attention_mask=mask.repeat_interleave(k, 0)).last_hidden_state
+        if getattr(self.config, "scale_decoder_outputs", True):
+            hidden = hidden * self.config.d_model**-0.5
+        flat = labels.view(batch * k, -1)
+        total = hidden.new_zeros(batch * k)
+        for t, level in enumerate(self.level_logits(hidden)):  # [(b*K, C_t)]
+            codes = (flat[:, t] - self.vocab.level_offsets[t]).clamp(min=0)
+            total = total + torch.log_softmax(level.float(), dim=-1).gather(1, codes[:, None]).squeeze(1)
+        return total.view(batch, k).masked_fill(items < 0, float("-inf"))
+
+    @torch.no_grad()
     def dense_scores(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor | None = None,
     ) -> torch.Tensor:

@@ -34,7 +34,7 @@ QUICKSTART_TOKENIZER = "tokenizer/rqvae"
 QUICKSTART_TOKENIZER_ARGS: tuple[str, ...] = ()
 QUICKSTART_GENERATOR = "generator/hybrid"
 #: budgets in steps and epochs (reproducible on a busy machine), with minutes only as caps (see --help)
-QUICKSTART_GENERATOR_STEPS = 6000
+QUICKSTART_GENERATOR_STEPS = 3200
 QUICKSTART_GENERATOR_CAP = 30.0
 QUICKSTART_SASREC_EPOCHS = 20
 QUICKSTART_SASREC_CAP = 15.0

@@ -162,8 +162,11 @@ def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["generator"]["family"] == "item"
     expected = {"generator (generation only)", "generator (dense only)"}
-    if json.loads((item_run / "generator" / "decoding.json").read_text())["prior_weight"]:
+    settings = json.loads((item_run / "generator" / "decoding.json").read_text())
+    if settings["prior_weight"]:
         expected.add("generator (no popularity correction)")  # the preset chose a corrected beam on VALID
+    if settings["dense_candidates"] or settings["new_candidates"]:
+        expected.add("generator (beam candidates only)")  # the preset joins items to the beam's candidates
     assert set(result["generator_variants"]) == expected
     for block in [result, *result["generator_variants"].values()]:
         assert 0 <= block["metrics"]["recall@10"] <= 1 and block["metrics"]["invalid_rate"] == 0

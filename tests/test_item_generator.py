@@ -308,3 +308,89 @@ def test_popularity_correction_lets_rare_items_into_the_beam():
     trie.add_items(np.array([next(c for c in random_catalog(60, seed=5).tolist() if tuple(c) not in used)]))
     with pytest.raises(ValueError, match="before items were added"):
         constrained_beam_search(model, trie, ids, mask, beam_size=6, k=6, prior=prior, prior_weight=1.0)
+
+
+def test_teacher_forced_item_scores_equal_the_beam_scores_of_the_same_items():
+    """``score_items`` gives any item the log-probability the beam search would give it (dropout off)."""
+    model = tiny_item_generator(13).train()
+    trie = CatalogTrie(codes=model.item_codes, level_sizes=SIZES)
+    histories = [[1, 2, 3], [4], [39, 0, 11, 11]]
+    cands = beam_candidates(model, trie, histories, beam_size=6, with_dense=False)
+    ids, mask = model.history_inputs(histories)
+    got = model.score_items(ids, mask, torch.cat([cands.items, torch.full((3, 1), -1)], 1))
+    torch.testing.assert_close(got[:, :6], cands.scores, rtol=1e-4, atol=1e-4)
+    assert torch.isinf(got[:, 6]).all() and model.training
+
+
+def _slow_joined(model, trie, histories, *, beam: int, dense: int, new: int, prior, prior_weight: float):
+    """The reference: the beam's items, then each user's best ``dense`` other items by dense score, then the
+    best ``new`` unseen ones, each scored by exact log-probability (minus the prior) one item at a time."""
+    cands = beam_candidates(model, trie, histories, beam_size=beam, prior=prior, prior_weight=prior_weight)
+    ids, mask = model.history_inputs(histories)
+    full = model.dense_scores(ids, mask)  # (U, N)
+    out = []
+    for u, beam_items in enumerate(cands.items.tolist()):
+        rest = [i for i in torch.argsort(full[u], descending=True, stable=True).tolist()
+                if i not in beam_items and trie.active[i]]
+        chosen = rest[:dense] + [i for i in rest[dense:] if model.item_counts[i] == 0][:new]
+        scores = {}
+        for i in beam_items + chosen:
+            if i < 0:
+                continue
+            logp = float(model.score_items(ids[u : u + 1], mask[u : u + 1], torch.tensor([[i]]))[0, 0])
+            if prior_weight:  # the beam's scores are corrected sums: log p(item) - w * log p_pop(item)
+                logp -= prior_weight * float(prior.item_log_prior(torch.tensor(i)))
+            scores[i] = logp
+        out.append(scores)
+    return out
+
+
+@pytest.mark.parametrize("prior_weight", [0.0, 0.5])
+def test_joined_candidates_equal_a_slow_reference_and_are_all_catalog_items(prior_weight: float):
+    from sidrec.decoding import CodePrior
+
+    model = tiny_item_generator(14, weight_std=0.0).eval()
+    counts = np.where(np.arange(N_ITEMS) < 34, 5, 0)  # items 34..39 never seen in training
+    model.item_counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
+    trie = CatalogTrie(codes=model.item_codes, level_sizes=SIZES)
+    trie.remove_items([3, 36])  # removed items never join
+    prior = CodePrior(trie=trie, item_counts=counts)
+    histories = [[1, 2, 3], [4, 30], [35, 36, 5], [0]]
+    got = beam_candidates(model, trie, histories, beam_size=5, prior=prior, prior_weight=prior_weight,
+                          dense_candidates=6, new_candidates=3)
+    want = _slow_joined(model, trie, histories, beam=5, dense=6, new=3, prior=prior, prior_weight=prior_weight)
+    assert got.items.shape == got.scores.shape == got.dense.shape == (4, 5 + 6 + 3)
+    for u in range(4):
+        row = [i for i in got.items[u].tolist() if i >= 0]
+        assert len(row) == len(set(row)) and all(trie.active[i] for i in row)
+        assert set(row) == set(want[u])
+        for slot, item in enumerate(got.items[u].tolist()):
+            if item >= 0:
+                assert abs(float(got.scores[u, slot]) - want[u][item]) < 1e-4
+        assert sum(model.item_counts[i] == 0 for i in row) >= min(3, 6 - 1)  # 4 unseen active items, 3 joined
+    ids, mask = model.history_inputs(histories)
+    torch.testing.assert_close(got.dense, model.dense_scores(ids, mask).gather(1, got.items.clamp(min=0))
+                               .masked_fill(got.items < 0, float("-inf")), rtol=1e-5, atol=1e-5)
+
+
+def test_an_added_item_always_joins_and_outranks_the_beam_when_it_scores_best():
+    """LIGER's fix for new items: an item added after training is a candidate for every user."""
+    model = tiny_item_generator(15, weight_std=0.0).eval()
+    model.item_counts.fill_(3.0)
+    trie = CatalogTrie(codes=model.item_codes, level_sizes=SIZES)
+    histories = [[1, 2, 3], [4], [7, 8, 9, 10]]
+    ids, mask = model.history_inputs(histories)
+    user = model.user_states(ids, mask)[0]  # (D,) user 0, unchanged by adding items
+    text = model.embedder.text_proj.weight.T @ user  # (TEXT_DIM,) the text direction user 0 likes most
+    used = {tuple(c) for c in model.item_codes.tolist()}
+    new_code = next(c for c in random_catalog(60, seed=11).tolist() if tuple(c) not in used)
+    model.add_items(np.array([new_code]), (100.0 * text / text.norm()).detach().numpy()[None, :])
+    trie.add_items(np.array([new_code]))
+    cands = beam_candidates(model, trie, histories, beam_size=4, new_candidates=1)
+    assert (cands.items == N_ITEMS).any(1).all()  # a candidate for every user
+    settings = DecodingSettings(beam_size=4, dense_weight=1e6, new_candidates=1)
+    items, _ = recommend_topk(model, trie, histories, k=3, settings=settings)
+    assert int(items[0, 0]) == N_ITEMS  # user 0's best item by far, though nobody ever bought it
+    beam_only, _ = recommend_topk(model, trie, histories, k=3, settings=settings.replace(new_candidates=0))
+    beam = beam_candidates(model, trie, histories[:1], beam_size=4)
+    assert (N_ITEMS in beam_only[0].tolist()) == (N_ITEMS in beam.items[0].tolist())

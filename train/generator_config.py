@@ -44,8 +44,10 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
     logp + w * dense; the best is kept; 0 = generation only), prior_weights (after training the best
     checkpoint is validated again with each popularity correction of the beam search, ``CodePrior``:
     0 = plain, 1 = prior removed; the best pair on VALID NDCG@10 is kept; [0] = skip), beam_size (the
-    beam validated with and kept for inference), valid_dense (also measure the dense head alone over the
-    whole catalog at each validation: an ablation).
+    beam validated with and kept for inference), dense_candidates and new_candidates (with a dense head:
+    the items with the best dense scores over the whole catalog, and the best items never seen in training,
+    that join the beam's candidates, scored like them; ``sidrec.decoding.join_candidates``; 0 = off),
+    valid_dense (also measure the dense head alone over the whole catalog at each validation: an ablation).
 
     Optimisation: AdamW(lr, weight_decay), linear warm-up for warmup_steps, then lr_schedule:
     ``inverse_sqrt`` (TIGER: lr * sqrt(w / s)) or ``constant`` (lr), batch_size examples per optimiser step (global, split over processes)
@@ -84,6 +86,8 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
     valid_max_users: int = 0
     eval_batch_size: int = 256
     beam_size: int = DEFAULT_BEAM_SIZE
+    dense_candidates: int = 0
+    new_candidates: int = 0
     patience: int = 10
     save_every: int = 5000
     keep_states: int = 2
@@ -100,7 +104,7 @@ class GeneratorTrainConfig(T5Shape, ItemInputs, DenseHeadFields, ParallelHeads):
         "max_grad_norm": Range(0), "mixed_precision": Choice(("no", "bf16", "fp16")), "max_steps": Range(0),
         "epochs": Range(0), "max_minutes": Range(0), "cooldown": Range(0, 1), "eval_every": Range(0),
         "eval_at_minutes": Range(0), "valid_max_users": Range(0), "eval_batch_size": Range(1),
-        "beam_size": Range(10), "patience": Range(0), "save_every": Range(0), "keep_states": Range(1),
+        "beam_size": Range(10), "dense_candidates": Range(0), "new_candidates": Range(0), "patience": Range(0), "save_every": Range(0), "keep_states": Range(1),
         "log_every": Range(1), "torch_threads": Range(0), "seed": Range(0),
     }
 

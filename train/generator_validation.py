@@ -77,6 +77,7 @@ def _local_beam(model, data: ValidationData, idx: np.ndarray, cfg, *, prior_weig
         model, data.trie, histories, beam_size=cfg.beam_size, item_codes=data.item_codes,
         user_ids=[data.user_ids[data.split.user_index[i]] for i in idx] if use_users else None,
         batch_size=cfg.eval_batch_size, prior_weight=prior_weight, prior=prior,
+        dense_candidates=cfg.dense_candidates, new_candidates=cfg.new_candidates,
     )
     local = {"items": cands.items, "scores": cands.scores}
     if cfg.uses_dense_head():
@@ -187,8 +188,10 @@ def _validate_exact(accelerator, model, *, data: ValidationData, cfg, tail: np.n
 
 
 def settings_from(metrics: dict[str, Any], cfg) -> DecodingSettings:
-    """The ranking a validation chose: the beam it ran with and, for a dense head, the best weight."""
-    return DecodingSettings(beam_size=cfg.beam_size, dense_weight=float(metrics.get("hybrid_weight", 0.0)))
+    """The ranking a validation chose: the beam (and joining candidates) it ran with and, for a dense head,
+    the best weight."""
+    return DecodingSettings(beam_size=cfg.beam_size, dense_weight=float(metrics.get("hybrid_weight", 0.0)),
+                            dense_candidates=cfg.dense_candidates, new_candidates=cfg.new_candidates)
 
 
 def calibrate_prior(accelerator, *, model, settings: DecodingSettings, data: ValidationData, cfg,
