@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidrec.utils import atomic_write_text
+from sidrec.utils.ids import split_lines
 
 CATALOG_FILE = "catalog.jsonl"
 
@@ -38,7 +39,7 @@ def load_catalog(path: str | os.PathLike) -> tuple[list[str], list[str | None], 
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} cannot be read ({e}); rerun `sidrec prepare` or save the recommender again") from e
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:

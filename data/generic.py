@@ -117,12 +117,22 @@ def _as_times(values: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray | No
     return array.astype(np.int64)
 
 
+def _is_number(value: Any) -> bool:
+    try:
+        return np.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _add(log: InteractionLog, users, items, times, path: Path) -> None:
     """Append a chunk, with its timestamps while the file's are all numbers."""
     if log.with_time:
         parsed = _as_times(times)
         if parsed is None:
-            log.drop_times(f"{path}: the timestamp column holds a value that is not a number")
+            values = times if isinstance(times, list) else times.to_pylist()
+            bad = [v for v in values if not _is_number(v)]
+            log.drop_times(f"{path}: the timestamp column holds values that are not numbers ({len(bad)} in "
+                           f"this block of {len(values)} rows, e.g. {bad[0] if bad else None!r})")
         else:
             log.add(users, items, parsed)
             return

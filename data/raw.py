@@ -173,7 +173,9 @@ class InteractionLog:
         """Forget the timestamps (e.g. a column that is not numeric): order stays the rows', and nothing
         downstream (a cold-start split) relies on them; ``reason`` goes to the log."""
         if self.with_time:
-            logger.info("timestamps ignored: %s", reason)
+            logger.warning("timestamps ignored: %s. Rows keep their file order (the sequence order anyway), but a "
+                           "cold-start split (--cold-items) then holds out random items instead of the newest; fix "
+                           "or remove the column", reason)
         self.with_time = False
         self._time_chunks = []
 
@@ -222,8 +224,30 @@ class InteractionLog:
             user_vocab = vocab.take(pa.array(by_id)).to_pylist()
         else:
             raise ValueError(f"order must be 'rows' or 'user-time', got {order!r}")
+        _log_repeated_rows(users, items, times)
         return RawDataset(
             name=name, user_vocab=user_vocab, item_vocab=self._item_vocab, user_codes=users[perm],
             item_codes=items[perm], item_meta=item_meta, source=source,
             meta_without_interactions=meta_without_interactions, times=None if times is None else times[perm],
         )
+
+
+def _log_repeated_rows(users: np.ndarray, items: np.ndarray, times: np.ndarray | None) -> int:
+    """Count the rows that repeat an earlier row exactly (user, item and timestamp when there is one) and say
+    so: they are kept (a repeat purchase is a real event), but an export that doubled its rows is not."""
+    if len(users) < 2:
+        return 0
+    key = users.astype(np.int64) * (int(items.max()) + 1) + items.astype(np.int64)  # (R,) one int per pair
+    columns = [key] if times is None else [key, np.asarray(times, dtype=np.int64)]
+    order = np.lexsort(columns[::-1])
+    same = np.ones(len(key) - 1, dtype=bool)
+    for column in columns:
+        ordered = column[order]
+        same &= ordered[1:] == ordered[:-1]
+    repeated = int(same.sum())
+    if repeated:
+        what = "user, item and timestamp" if times is not None else "user and item; the file has no timestamps"
+        level = logging.WARNING if times is not None else logging.INFO  # without times, repeats are ordinary
+        logger.log(level, "%d row(s) repeat an earlier row exactly (same %s); they are kept as repeated "
+                   "interactions: remove them from the file if the export doubled them", repeated, what)
+    return repeated

@@ -26,6 +26,7 @@ from sidrec.decoding.settings import DEFAULT_BEAM_SIZE
 from sidrec.eval.report import write_report
 from sidrec.eval.slices import bootstrap_ci, standard_slices
 from sidrec.utils import atomic_write_json, configure_logging
+from sidrec.utils.locks import stage_lock
 from sidrec.utils.metrics import DEFAULT_KS, catalog_metrics, per_user_metrics, target_ranks
 from sidrec.utils.run_folder import RunFolder
 
@@ -365,15 +366,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--beam-size must be >= {LIST_LENGTH} (each list holds {LIST_LENGTH} items), got {args.beam_size}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():  # found before scoring, not after
+        p.error(f"--out {args.out} is a file; give a folder for the report (metrics.json, report.md)")
     configure_logging()
     baselines = None
     if args.baselines is not None:
         baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
-    result = evaluate_run(args.run, split=args.split, baselines=baselines, max_users=args.max_users,
-                          n_boot=args.bootstrap, seed=args.seed, exclude_history=args.exclude_history,
-                          beam_size=args.beam_size, batch_size=args.batch_size,
-                          generator=not args.no_generator, out=args.out, overwrite=args.overwrite,
-                          cold_shares=cold_shares, fuse=args.fuse)
+    with stage_lock(args.run, "evaluate"):  # one writer of RUN/eval (and fusion.json) at a time
+        result = evaluate_run(args.run, split=args.split, baselines=baselines, max_users=args.max_users,
+                              n_boot=args.bootstrap, seed=args.seed, exclude_history=args.exclude_history,
+                              beam_size=args.beam_size, batch_size=args.batch_size,
+                              generator=not args.no_generator, out=args.out, overwrite=args.overwrite,
+                              cold_shares=cold_shares, fuse=args.fuse)
     _print_rows(result, Path(args.out) if args.out else RunFolder(args.run).eval_dir)
     return 0
 

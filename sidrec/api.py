@@ -71,7 +71,7 @@ class Recommender:
             raise ValueError(f"{len(titles)} titles for {tokenizer.num_items} items; the catalog file does not "
                              "match the tokenizer's table")
         self.tokenizer = tokenizer
-        self.device = torch.device(device)
+        self.device = _check_device(device)
         self.model = model.to(self.device).eval()
         self.titles: list[str | None] = list(titles)
         self.settings = settings or DecodingSettings()  # how the generator ranks (its decoding.json)
@@ -122,24 +122,30 @@ class Recommender:
         return rec
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl).
+        """Write a self-contained recommender folder (tokenizer/, generator/, catalog.jsonl; a fused release
+        also sasrec/ and fusion.json).
 
-        The generator's provenance records the current semantic-ID table (grown by ``add_items``).
+        The whole release is written into a temporary sibling folder and swapped in at once
+        (``sidrec.utils.atomic_dir``): after a crash or a full disk at any moment, ``path`` holds the old release
+        or the new one, complete. ``path`` must be new or a release folder: a trained run folder (it holds
+        ``dataset/``) or a folder with other files is refused, since the swap would replace them. The
+        generator's provenance records the current semantic-ID table (grown by ``add_items``).
         """
-        folder = RunFolder(path)
-        folder.root.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(folder.tokenizer_dir) as tmp:
-            self.tokenizer.save_pretrained(tmp)
+        target = Path(path)
+        _check_release_target(target)
         record = dict(getattr(self.model.config, GENERATOR_PROVENANCE_ATTR, None) or {})
         record["semantic_ids"] = self.tokenizer.table_record()
         setattr(self.model.config, GENERATOR_PROVENANCE_ATTR, record)
-        self.model.save_pretrained(folder.generator_dir)
-        self.settings.save(folder.generator_dir)
-        if self.fusion is not None:  # a fused release: SASRec beside the generator, and how the two are mixed
-            self.fusion[0].save_pretrained(folder.root / RELEASE_SASREC)
-            self.fusion[1].save(folder.root)
-        removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.ranker.active)]
-        save_catalog(folder.catalog_file, self.tokenizer.item_ids, self.titles, removed)
+        with atomic_dir(target) as tmp:
+            folder = RunFolder(tmp)
+            self.tokenizer.save_pretrained(folder.tokenizer_dir)
+            self.model.save_pretrained(folder.generator_dir)
+            self.settings.save(folder.generator_dir)
+            if self.fusion is not None:  # a fused release: SASRec beside the generator, and how the two are mixed
+                self.fusion[0].save_pretrained(folder.root / RELEASE_SASREC)
+                self.fusion[1].save(folder.root)
+            removed = [self.tokenizer.item_ids[i] for i in np.flatnonzero(~self.ranker.active)]
+            save_catalog(folder.catalog_file, self.tokenizer.item_ids, self.titles, removed)
 
     # -- catalog --------------------------------------------------------------------------------
     @property
@@ -156,6 +162,7 @@ class Recommender:
         items = list(items)
         if not items:
             return []
+        self._refuse_removed(items)
         ids, emb = self.tokenizer.embed_new_items(items, cache_dir=cache_dir)
         reads_text = getattr(self.model, "reads_text", False)
         codes = self.tokenizer.assign_embeddings(ids, emb)  # (M, L), appended to the table
@@ -168,6 +175,17 @@ class Recommender:
             raise RuntimeError("the ranker's catalog and the tokenizer table went out of sync; reload the recommender")
         self.titles.extend(it.get("title") for it in items)
         return ids
+
+    def _refuse_removed(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """A removed item's id stays taken (its row and semantic ID are kept, inactive): say so plainly."""
+        for n, item in enumerate(items):
+            given = item.get("item_id") if isinstance(item, Mapping) else None
+            index = self._index(given) if isinstance(given, str | numbers.Integral) else None  # others: checked later
+            if index is not None and not self.ranker.active[index]:
+                raise ValueError(f"new item #{n}: {item['item_id']!r} was removed from this catalog (remove_items); "
+                                 "a removed id stays taken (its row and semantic ID are kept, inactive), so it "
+                                 "cannot be added again: add it under a new id, or reload a release saved before "
+                                 "the removal. Nothing was added")
 
     def remove_items(self, item_ids: Sequence[str]) -> int:
         """Stop recommending these items (e.g. out of stock); returns how many were removed."""
@@ -196,9 +214,9 @@ class Recommender:
             scores.append(fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf")))
         return torch.cat(items), torch.cat(scores)
 
-    def _index(self, item_id: str | int) -> int | None:
+    def _index(self, item_id: Any) -> int | None:
         try:
-            return self.tokenizer.index_of(str(item_id))
+            return self.tokenizer.index_of(_id_string(item_id))
         except KeyError:
             return None
 
@@ -250,7 +268,7 @@ class Recommender:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be a whole number >= 1, got {k!r}")
         k = int(k)
-        single = len(history) == 0 or isinstance(history[0], str | int)
+        single = len(history) == 0 or _is_single_id(history[0])
         histories = [list(history)] if single else [list(h) for h in history]
         indices = self._to_indices(histories, on_unknown)
         if self.model.vocab.num_user_buckets and user_ids is None:
@@ -275,7 +293,55 @@ class Recommender:
         return results[0] if single else results
 
 
+def _is_single_id(value: Any) -> bool:
+    """Whether a history's first element is an item id (a string or a number, numpy's included) rather than a
+    history of its own (a batch)."""
+    return isinstance(value, str | bytes | numbers.Number | np.generic)
+
+
+def _id_string(item_id: Any) -> str:
+    """An item id as the table spells it: strings as they are, integers (numpy's too) in decimal; a float or
+    anything else is a ``ValueError`` (``5.0`` is not the id ``'5'``: ids are strings or integers)."""
+    if isinstance(item_id, str):
+        return item_id
+    if isinstance(item_id, numbers.Integral) and not isinstance(item_id, bool | np.bool_):
+        return str(int(item_id))
+    raise ValueError(f"item id {item_id} is a {type(item_id).__name__}; give item ids as strings (or integers), "
+                     "e.g. '12'")
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, or a ``ValueError`` that says what this machine has instead."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a torch device ({e}); use 'cpu' or 'cuda'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU that torch can use "
+                         "(torch.cuda.is_available() is False); use device='cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available on this machine; use device='cpu'")
+    return dev
+
+
 RELEASE_SASREC = "sasrec"  # a fused release's SASRec folder
+RELEASE_PARTS = frozenset({"tokenizer", "generator", RELEASE_SASREC, "fusion.json", "catalog.jsonl"})
+
+
+def _check_release_target(path: Path) -> None:
+    """``ValueError`` unless ``path`` is new or holds a release only (``save_pretrained`` replaces it whole)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; save the recommender into a folder")
+    if not path.is_dir():
+        return
+    names = {p.name for p in path.iterdir() if not p.name.startswith(".")}
+    if "dataset" in names:
+        raise ValueError(f"{path} is a trained run folder (it holds dataset/); a release saved there would replace "
+                         "the run (and `sidrec evaluate` on it would fail): save into a new folder")
+    other = sorted(names - RELEASE_PARTS)
+    if other:
+        raise ValueError(f"{path} holds {', '.join(other[:5])}{' ...' if len(other) > 5 else ''}, which a release "
+                         "does not: saving replaces the whole folder, so save into a new or a release folder")
 
 
 def _load_fusion(folder: RunFolder, fuse: bool | None) -> tuple[Any, FusionSettings] | None:

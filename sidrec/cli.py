@@ -8,12 +8,14 @@ so the CLI and ``accelerate launch`` accept the same flags.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("sidrec")
 
@@ -74,11 +76,10 @@ def _report_invalidated(out: Path, before: str | None, after: str) -> None:
 
 def cmd_prepare(argv: list[str]) -> int:
     """Read a dataset, filter and split it, and write RUN/dataset/."""
-    from sidrec.data import BUNDLED, CATALOG_FILE, PrepareConfig, load_raw, prepare, save_catalog
+    from sidrec.data import BUNDLED, PrepareConfig
     from sidrec.data.readers import READERS
     from sidrec.utils import load_config
-    from sidrec.utils.provenance import run_dataset_fingerprint
-    from sidrec.utils.run_folder import later_stages_present, refuse_existing
+    from sidrec.utils.locks import stage_lock
 
     p = argparse.ArgumentParser(prog="sidrec prepare", description=cmd_prepare.__doc__)
     p.add_argument("--dataset", required=True,
@@ -107,6 +108,16 @@ def cmd_prepare(argv: list[str]) -> int:
     config = load_config(PrepareConfig, None, overrides)
     run = Path(args.out)
     check_out_folder(run)
+    with stage_lock(run, "prepare"):  # one writer per stage: a second `prepare` into this folder refuses
+        return _prepare_into(run, args, config)
+
+
+def _prepare_into(run: Path, args: argparse.Namespace, config: Any) -> int:
+    """``sidrec prepare``'s work once ``run`` is locked: refuse or replace, read, prepare, write, report."""
+    from sidrec.data import CATALOG_FILE, load_raw, prepare, save_catalog
+    from sidrec.utils.provenance import run_dataset_fingerprint
+    from sidrec.utils.run_folder import later_stages_present, refuse_existing
+
     found = refuse_existing(run, "prepare", overwrite=args.overwrite)
     later = later_stages_present(run, "prepare")
     if later and not found and not args.overwrite:
@@ -131,20 +142,36 @@ def cmd_prepare(argv: list[str]) -> int:
     return 0
 
 
+def _history_arg(value: str) -> list[str]:
+    """``--history``: ``12,873,40``, or a JSON list of ids (``["a,b", "c"]``) when an id holds a comma."""
+    if value.lstrip().startswith("["):
+        try:
+            ids = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--history {value!r} starts with '[' but is not a JSON list ({e}); e.g. "
+                             "'[\"a,b\", \"c\"]'") from None
+        if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
+            raise ValueError(f"--history {value!r}: the JSON list must hold item ids (strings or integers)")
+        return [str(i) for i in ids]
+    return [h.strip() for h in value.split(",") if h.strip()]
+
+
 def cmd_recommend(argv: list[str]) -> int:
     """Print the top-k recommendations (id, score, title) for one history."""
     from sidrec.api import Recommender
 
     p = argparse.ArgumentParser(prog="sidrec recommend", description=cmd_recommend.__doc__)
     p.add_argument("--run", required=True, help="run or recommender folder (tokenizer/, generator/, catalog.jsonl)")
-    p.add_argument("--history", required=True, help="comma-separated item ids, oldest first, e.g. 12,873,40")
+    p.add_argument("--history", required=True,
+                   help="item ids, oldest first: comma-separated (12,873,40) or a JSON list for ids that hold a "
+                        "comma ('[\"a,b\", \"c\"]')")
     p.add_argument("-k", "--k", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     p.add_argument("--skip-unknown", action="store_true", help="skip unknown item ids instead of failing")
     p.add_argument("--fuse", action="store_true",
                    help="rank by the generator fused with SASRec (RUN/fusion.json, from `sidrec evaluate --fuse sasrec`)")
     args = p.parse_args(argv)
-    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    history = _history_arg(args.history)
     rec = Recommender.from_pretrained(args.run, fuse=True if args.fuse else None)
     results = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
                             on_unknown="skip" if args.skip_unknown else "error")
@@ -199,7 +226,31 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command][1](args.args)
     except ValueError as e:
         logger.error("%s", e)
+        logger.debug("where it was raised", exc_info=True)
         return 1
+    except OSError as e:  # disk full, read-only, file-size limit, permissions: one line, the traceback with -v
+        logger.error("%s", os_error_line(e))
+        logger.debug("where it was raised", exc_info=True)
+        return 1
+
+
+#: what to do about each kind of file-system error a stage can meet
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full: free space (or write the run to another disk) and rerun the command",
+    errno.EDQUOT: "the disk quota is used up: free space (or write the run to another disk) and rerun the command",
+    errno.EFBIG: "a file hit the file-size limit (`ulimit -f`): raise it and rerun the command",
+    errno.EROFS: "the file system is read-only: copy the run folder somewhere writable (or pass --out) and rerun",
+    errno.EACCES: "permission denied: run as the folder's owner, make it writable (`chmod -R u+w`), or use --out",
+    errno.EPERM: "permission denied: run as the folder's owner, make it writable (`chmod -R u+w`), or use --out",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for a file-system error of a stage: the path, what happened and what to do. Stages write
+    through temporary names, so what they had finished is kept and what they were writing is not published."""
+    where = f"{e.filename}: " if e.filename else ""
+    fix = _OS_FIXES.get(e.errno, "rerun the command once the cause is fixed; -v shows where it happened")
+    return f"{where}{e.strerror or e} ({fix}; stages write through temporary names, so finished outputs are kept)"
 
 
 def _version() -> str:

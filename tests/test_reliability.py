@@ -457,6 +457,29 @@ def test_12_a_missing_local_folder_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 13. permissions, git
+def test_13_every_file_of_a_trained_run_follows_the_umask(trained_run):
+    """Weights too: safetensors writes 0600 whatever the umask, and a teammate could not load the model."""
+    from sidrec.utils.io import current_umask
+
+    mask = current_umask()
+    files = [p for p in trained_run.rglob("*") if not p.is_symlink()]
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent.name for p in weights} >= {"tokenizer", "generator"}
+    for path in files:
+        want = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert path.stat().st_mode & 0o777 == want, (path, oct(path.stat().st_mode & 0o777))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_13_an_unreadable_weights_file_says_permission_denied(trained_run, tmp_path):
+    from sidrec.utils import load_safetensors
+
+    weights = Path(shutil.copy(trained_run / "generator" / "model.safetensors", tmp_path / "w.safetensors"))
+    weights.chmod(0o200)
+    with pytest.raises(ValueError, match="permission denied"):
+        load_safetensors(weights)
+
+
 def test_13_outputs_follow_the_umask(tmp_path):
     from sidrec.utils import atomic_dir, atomic_write_text
 
@@ -591,8 +614,83 @@ def test_a_tab_in_an_item_id_is_refused_by_prepare(tmp_path):
 
     inter = "user_id,item_id\n" + "".join(f"u1,{i}\n" for i in ("a", '"b\tc"', "d"))
     items = "".join(json.dumps({"item_id": i, "title": i}) + "\n" for i in ("a", "b\tc", "d"))
-    with pytest.raises(ValueError, match=r"1 item id\(s\) contain a tab or line break \(first: 'b\\tc'\)"):
+    with pytest.raises(ValueError, match=r"1 item id\(s\) contain a tab or a line-break character \(first: 'b\\tc'"):
         prepare(read_dataset(_generic(tmp_path / "d", inter, items)))
+
+
+LINE_BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS)
+def test_every_line_break_character_in_an_item_id_is_refused_by_prepare(tmp_path, char):
+    """``str.splitlines`` breaks at all of these: an id holding one would break every later read of the tables."""
+    from sidrec.data import prepare, read_dataset
+
+    bad = f"b{char}c"
+    inter = "user_id,item_id\n" + "".join(f'u1,"{i}"\n' for i in ("a", bad, "d"))  # CSV-quoted, raw
+    items = "".join(json.dumps({"item_id": i, "title": "t"}) + "\n" for i in ("a", bad, "d"))
+    with pytest.raises(ValueError, match=rf"U\+{ord(char):04X}"):
+        prepare(read_dataset(_generic(tmp_path / "d", inter, items)))
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS)
+def test_every_line_break_character_in_a_new_item_id_is_refused(run, char):
+    rec = sidrec.Recommender.from_pretrained(run)
+    n = rec.tokenizer.num_items
+    with pytest.raises(ValueError, match=rf"new item #0 has item_id .* holding .*U\+{ord(char):04X}"):
+        rec.add_items([{"item_id": f"x{char}y", "title": "x"}])
+    assert rec.tokenizer.num_items == n
+
+
+def test_tables_split_at_newlines_only_so_old_tables_with_odd_ids_still_load(tmp_path):
+    from sidrec.data.catalog import load_catalog
+    from sidrec.utils.ids import split_lines
+
+    text = "".join(json.dumps({"item_id": f"i{c}", "title": "t"}, ensure_ascii=False) + "\r\n"
+                   for c in ("\u2028", "\x85", "\x0c", "z"))
+    (tmp_path / "catalog.jsonl").write_text(text, encoding="utf-8")
+    ids, _, _ = load_catalog(tmp_path / "catalog.jsonl")
+    assert ids == ["i\u2028", "i\x85", "i\x0c", "iz"]
+    assert split_lines("a\u2028b\tc\nd\r\n") == ["a\u2028b\tc", "d"]
+
+
+def test_a_timestamp_that_is_not_a_number_is_a_warning_naming_it(tmp_path, caplog):
+    from sidrec.data import read_dataset
+
+    inter = "user_id,item_id,timestamp\nu1,a,100\nu1,b,yesterday\nu2,a,300\n"
+    items = "".join(json.dumps({"item_id": i, "title": i}) + "\n" for i in "ab")
+    with caplog.at_level(logging.WARNING):
+        raw = read_dataset(_generic(tmp_path / "d", inter, items))
+    assert raw.times is None
+    message = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "'yesterday'" in message and "1 in this block of 3 rows" in message and "random items" in message
+
+
+def test_exact_duplicate_rows_are_kept_and_counted(tmp_path, caplog):
+    from sidrec.data import read_dataset
+
+    inter = "user_id,item_id,timestamp\nu1,a,100\nu1,a,100\nu1,b,200\nu2,a,100\nu1,b,200\nu1,a,150\n"
+    items = "".join(json.dumps({"item_id": i, "title": i}) + "\n" for i in "ab")
+    with caplog.at_level(logging.WARNING):
+        raw = read_dataset(_generic(tmp_path / "d", inter, items))
+    assert len(raw.item_codes) == 6  # kept
+    assert any("2 row(s) repeat an earlier row exactly (same user, item and timestamp)" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_cold_share_that_leaves_almost_no_warm_items_is_refused(tmp_path):
+    src = write_slice(shared("amazon2014_beauty"), tmp_path / "src", 20)
+    with pytest.raises(ValueError, match=r"cold_items.*\[0, 0.5\]"):
+        cli_main_raising(["prepare", "--dataset", str(src), "--out", str(tmp_path / "r"), "--cold-items", "0.999"])
+
+
+def test_evaluate_out_that_is_a_file_is_refused_before_scoring(run, tmp_path, capsys):
+    from sidrec.eval.evaluate import main
+
+    (tmp_path / "report").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--run", str(run), "--out", str(tmp_path / "report")])
+    assert "is a file; give a folder" in capsys.readouterr().err
 
 
 def test_evaluate_beam_size_below_the_list_length_is_an_error(run):
@@ -627,6 +725,58 @@ def test_add_items_refuses_none_and_empty_ids(run):
     assert rec.tokenizer.num_items == n and len(rec.titles) == n  # nothing was added
 
 
+def test_numpy_ids_are_ids_and_float_ids_are_refused(run):
+    rec = sidrec.Recommender.from_pretrained(run)
+    numeric = next((i for i in rec.tokenizer.item_ids if i.isdigit()), None)
+    first = _first_item(run)
+    assert rec.recommend(np.array([first]), k=2) == rec.recommend([first], k=2)  # numpy strings: one history
+    if numeric is not None:
+        assert rec.recommend([np.int64(int(numeric))], k=2) == rec.recommend([numeric], k=2)
+    with pytest.raises(ValueError, match=r"item id 5.0 is a float64; give item ids as strings"):
+        rec.recommend([np.float64(5.0)], k=2)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_cuda_device_on_a_cpu_machine_is_explained(run):
+    with pytest.raises(ValueError, match="no CUDA GPU that torch can use"):
+        sidrec.Recommender.from_pretrained(run, device="cuda")
+
+
+def test_a_new_item_without_text_is_a_warning(run, caplog):
+    rec = sidrec.Recommender.from_pretrained(run)
+    with caplog.at_level(logging.WARNING):
+        rec.add_items([{"item_id": "bare-1"}])
+    assert any("1 new item(s) have no text (e.g. 'bare-1')" in r.getMessage() for r in caplog.records)
+
+
+def test_a_removed_item_cannot_be_added_again_and_the_error_says_why(run):
+    rec = sidrec.Recommender.from_pretrained(run)
+    first = _first_item(run)
+    rec.remove_items([first])
+    n = rec.tokenizer.num_items
+    with pytest.raises(ValueError, match=rf"{first!r} was removed from this catalog .* add it under a new id"):
+        rec.add_items([{"item_id": first, "title": "back"}])
+    assert rec.tokenizer.num_items == n
+
+
+def test_history_ids_with_a_comma_go_in_a_json_list():
+    from sidrec.cli import _history_arg
+
+    assert _history_arg("12, 873,40") == ["12", "873", "40"]
+    assert _history_arg('["a,b", "c", 7]') == ["a,b", "c", "7"]
+    with pytest.raises(ValueError, match="not a JSON list"):
+        _history_arg('["a,b"')
+
+
+def test_an_option_without_its_value_is_named():
+    from sidrec.train.generator_config import GeneratorTrainConfig
+    from sidrec.utils.config import parse_overrides
+
+    with pytest.raises(ValueError, match=r"--max-steps needs a value \(e.g. --max-steps 100\)"):
+        parse_overrides(GeneratorTrainConfig, ["--max-steps", "--lr", "0.1"])
+    assert parse_overrides(GeneratorTrainConfig, ["--max-steps", "5", "--lr", "0.1"]) == {"max_steps": "5", "lr": "0.1"}
+
+
 def test_a_released_folder_reloads_after_add_and_remove_items(run, tmp_path):
     rec = sidrec.Recommender.from_pretrained(run)
     rec.add_items([{"item_id": "new-1", "title": "Rose lip balm", "brand": "Acme"}])
@@ -638,6 +788,123 @@ def test_a_released_folder_reloads_after_add_and_remove_items(run, tmp_path):
     history = [rec.tokenizer.item_ids[1]]
     assert again.recommend(history, k=3) == rec.recommend(history, k=3)
     assert "new-1" in again.tokenizer.item_ids and again.num_items == rec.num_items
+
+
+def _release_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _fail_at(monkeypatch, rec, step: str) -> None:
+    """Make one step of ``Recommender.save_pretrained`` fail: a kill there, or a disk that fills (ENOSPC)."""
+    import errno
+
+    import sidrec.api
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if step == "tokenizer":
+        monkeypatch.setattr(type(rec.tokenizer), "save_pretrained", disk_full)
+    elif step == "generator":
+        monkeypatch.setattr(type(rec.model), "save_pretrained", disk_full)
+    elif step == "settings":
+        monkeypatch.setattr(type(rec.settings), "save", disk_full)
+    elif step == "catalog":
+        monkeypatch.setattr(sidrec.api, "save_catalog", disk_full)
+    else:  # killed in the middle of the generator's weights: half a file written
+        from safetensors.torch import save_model
+
+        def half_then_die(model, filename, *args, **kwargs):
+            save_model(model, filename, *args, **kwargs)
+            Path(filename).write_bytes(Path(filename).read_bytes()[:1000])
+            raise KeyboardInterrupt  # what a kill at that moment leaves behind
+
+        monkeypatch.setattr(sys.modules[type(rec.model).save_pretrained.__module__], "save_model", half_then_die)
+
+
+@pytest.mark.parametrize("step", ["tokenizer", "generator", "weights", "settings", "catalog"])
+def test_a_save_that_fails_at_any_step_leaves_the_old_release_whole(run, tmp_path, monkeypatch, step):
+    rec = sidrec.Recommender.from_pretrained(run)
+    release = tmp_path / "release"
+    rec.save_pretrained(release)
+    before = _release_bytes(release)
+    rec.add_items([{"item_id": "new-1", "title": "Rose lip balm"}])  # the new release would differ
+    _fail_at(monkeypatch, rec, step)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        rec.save_pretrained(release)
+    monkeypatch.undo()
+    assert _release_bytes(release) == before  # the old release, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "run"]  # nothing half-written beside it
+    again = sidrec.Recommender.from_pretrained(release)
+    assert "new-1" not in again.tokenizer.item_ids
+    rec.save_pretrained(release)  # and the next save works
+    assert "new-1" in sidrec.Recommender.from_pretrained(release).tokenizer.item_ids
+
+
+def test_a_release_is_never_saved_over_a_run_folder_or_other_files(run, tmp_path):
+    rec = sidrec.Recommender.from_pretrained(run)
+    with pytest.raises(ValueError, match="is a trained run folder"):
+        rec.save_pretrained(run)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds notes.txt, which a release does not"):
+        rec.save_pretrained(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_full_disk_is_one_line_and_exit_status_1(monkeypatch, caplog):
+    import errno
+
+    import sidrec.cli
+
+    def full(_argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/r/generator/model.safetensors")
+
+    monkeypatch.setitem(sidrec.cli.COMMANDS, "prepare", ("prepare", full))
+    with caplog.at_level(logging.DEBUG, logger="sidrec"):
+        assert sidrec.cli.main(["prepare", "--out", "x"]) == 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0].getMessage()
+    assert errors[0].getMessage().startswith("/runs/r/generator/model.safetensors: No space left on device (the disk is full")
+    assert not any(r.exc_info for r in caplog.records if r.levelno > logging.DEBUG)  # traceback only with -v
+
+
+def test_a_file_size_limit_during_prepare_is_one_line(tmp_path):
+    """A real limit (``ulimit -f``): the write fails with EFBIG, and the CLI says what to do."""
+    src = write_slice(shared("amazon2014_beauty"), tmp_path / "src", 200)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)); "
+            "from sidrec.cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "prepare", "--dataset", str(src), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "file-size limit" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_second_writer_of_a_stage_refuses_at_once_naming_the_holder(run):
+    from sidrec.utils.locks import stage_lock
+
+    with stage_lock(run, "generator"):
+        with pytest.raises(ValueError, match=rf"being written by another `generator` stage \(process {os.getpid()} on "
+                                             r".*, started 20\d\d-"):
+            _train(run, "--overwrite")
+        rec = sidrec.Recommender.from_pretrained(run)  # readers never lock
+        assert rec.recommend([_first_item(run)], k=2)
+        with stage_lock(run, "evaluate"):  # another stage of the same run is another lock
+            pass
+    with stage_lock(run, "generator"):  # released: the next writer takes it
+        pass
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(run, caplog):
+    from sidrec.utils.locks import stage_lock
+
+    code = ("import os, sys; from sidrec.utils.locks import stage_lock; lock = stage_lock(sys.argv[1], 'generator'); "
+            "lock.__enter__(); os.kill(os.getpid(), 9)")
+    died = subprocess.run([sys.executable, "-c", code, str(run)], timeout=120)
+    assert died.returncode == -9
+    with caplog.at_level(logging.WARNING), stage_lock(run, "generator"):
+        pass
+    assert any("took over the generator lock of process" in r.getMessage() for r in caplog.records)
 
 
 def test_sasrec_trained_on_another_dataset_is_refused_by_evaluate(tiny_run, tmp_path):

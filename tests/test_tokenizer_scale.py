@@ -19,6 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # every test here fits
 
 def test_sizing_rule_keeps_tiger_layout_for_beauty_and_grows_the_codebook():
     assert auto_codebook_size(12_101, 3) == 256  # Beauty: TIGER's 3 x 256
+    assert auto_codebook_size(256, 3) == 256 and auto_codebook_size(255, 3) == 128  # small catalogs fit too
+    assert auto_codebook_size(100, 3) == 64 and auto_codebook_size(3, 3) == 2 and auto_codebook_size(0, 3) == 2
     assert auto_codebook_size(167_772, 3) == 256 and auto_codebook_size(167_773, 3) == 512
     assert auto_codebook_size(1_000_000, 3) == 512
     assert auto_codebook_size(10_000_000, 3) == 1024

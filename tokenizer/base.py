@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from sidrec.tokenizer.embeddings import check_embeddings
-from sidrec.utils import atomic_write_json, load_safetensors, read_json
+from sidrec.utils import atomic_write_json, follow_umask, load_safetensors, read_json
 
 if TYPE_CHECKING:
     from sidrec.tokenizer.config import TokenizerConfig
@@ -215,6 +215,7 @@ class Quantizer(ABC):
         d.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()},
                   str(d / "model.safetensors"))
+        follow_umask(d / "model.safetensors")  # safetensors writes 0600 whatever the umask
         atomic_write_json(d / "config.json", self.get_config())
 
     @classmethod

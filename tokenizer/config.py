@@ -34,8 +34,9 @@ class TokenizerConfig:
     # codes per level for rqvae / rqkmeans. null (the default) = sized to the catalog: the smallest power
     # of two >= 256 whose code space codebook_size ** num_levels holds at least 100 IDs per item (at most
     # 1% of the IDs used), i.e. with 3 levels 256 up to 167,772 items (TIGER's 3 x 256 on Beauty's 12,101),
-    # 512 up to 1,342,177 and 1024 up to 10,737,418. opq: 256 codes per digit (fewer only for catalogs under
-    # 256 items: k-means needs a point per code); more digits, not wider ones, grow its code space. An explicit size (or fsq's fsq_levels **
+    # 512 up to 1,342,177 and 1024 up to 10,737,418; a catalog under 256 items gets the largest power of two
+    # not above its size (k-means needs a point per code). opq: 256 codes per digit (the same for catalogs under
+    # 256 items); more digits, not wider ones, grow its code space. An explicit size (or fsq's fsq_levels **
     # fsq_dims_per_token) whose code space is smaller gets a warning with the unique share and the largest
     # collision group after the fit (see sidrec.tokenizer.sizing).
     codebook_size: int | None = None

@@ -41,10 +41,12 @@ from sidrec.utils import (
     atomic_write_json,
     atomic_write_text,
     config_to_dict,
+    follow_umask,
     load_config,
     load_safetensors,
     read_json,
 )
+from sidrec.utils.ids import bad_id_char, describe_char, split_lines
 from sidrec.utils.memory import paused_gc
 from sidrec.utils.provenance import check_table, table_record
 from sidrec.utils.threads import torch_threads
@@ -286,6 +288,11 @@ class SemanticIdTokenizer:
                 raise ValueError(f"new item #{n} is {type(item).__name__}; give a dict with item_id + fields "
                                  "or an (item_id, text) pair")
         self._check_new_ids(ids)
+        empty = [i for i, t in zip(ids, texts, strict=True) if not t.strip()]
+        if empty:
+            logger.warning("%d new item(s) have no text (e.g. %r): each is embedded as an empty string, so its "
+                           "semantic ID says nothing about it; give fields of the template (%s)", len(empty),
+                           empty[0], self.text_template or "title, ...")
         return ids, texts
 
     def _check_new_ids(self, ids: Sequence[str]) -> None:
@@ -360,12 +367,15 @@ class SemanticIdTokenizer:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         for item in self.item_ids:
-            if "\t" in item or "\n" in item:
-                raise ValueError(f"item_id {item!r} contains a tab or newline and cannot be written to {TABLE_FILE}")
+            if bad_id_char(item) is not None:
+                raise ValueError(f"item_id {item!r} holds {describe_char(bad_id_char(item))}, a tab or line-break "
+                                 f"character, and cannot be written to {TABLE_FILE}; rename the item")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.quantizer.state_tensors().items()},
                   str(d / "model.safetensors"))
+        follow_umask(d / "model.safetensors")  # safetensors writes 0600 whatever the umask
         if self.features is not None:
             save_file(self.features.state_tensors(), str(d / FEATURES_FILE))
+            follow_umask(d / FEATURES_FILE)
         lines = ["item_id\tcodes"] + [f"{item}\t{' '.join(map(str, row))}"
                                       for item, row in zip(self.item_ids, self.codes.tolist(), strict=True)]
         atomic_write_text(d / TABLE_FILE, "\n".join(lines) + "\n")
@@ -427,15 +437,17 @@ def _new_item_id(value: Any, n: int) -> str:
     item = str(value)
     if not item.strip():
         raise ValueError(f"new item #{n} has an empty item_id {value!r}; give every item a non-empty id")
-    if any(c in item for c in "\t\n\r"):
-        raise ValueError(f"new item #{n} has item_id {item!r} with a tab or line break; {TABLE_FILE} is tab-separated")
+    char = bad_id_char(item)
+    if char is not None:
+        raise ValueError(f"new item #{n} has item_id {item!r} holding {describe_char(char)}, a tab or line-break "
+                         f"character; {TABLE_FILE} is a line-based, tab-separated table: rename the item")
     return item
 
 
 def _read_table(path: Path, num_levels: int, *, fix: str) -> tuple[list[str], np.ndarray]:
     """``semantic_ids.tsv`` -> item ids and ``codes (N, L)``; errors name the file and the line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = split_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} cannot be read ({e}); {fix}") from e
     if not lines or lines[0] != "item_id\tcodes":

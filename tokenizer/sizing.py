@@ -2,7 +2,8 @@
 
 Rule (``codebook_size: null``, the default): the smallest power of two, at least ``MIN_CODEBOOK_SIZE``
 (256, TIGER's), whose code space ``codebook_size ** num_levels`` holds ``IDS_PER_ITEM`` (100) IDs per
-item, i.e. at most 1% of the semantic IDs are used. With 3 levels: 256 up to 167,772 items (Beauty's
+item, i.e. at most 1% of the semantic IDs are used. A catalog under 256 items gets the largest power of two
+not above its size (k-means needs a point per code; before, such catalogs failed at the fit). With 3 levels: 256 up to 167,772 items (Beauty's
 12,101 keep TIGER's 3 x 256), 512 up to 1,342,177, 1024 up to 10,737,418.
 
 The number of levels stays as configured (3 by default): a level costs one more decoder step per
@@ -31,6 +32,11 @@ def auto_codebook_size(num_items: int, num_levels: int) -> int:
     """The rule's codebook size for ``num_items`` items and ``num_levels`` semantic levels."""
     if num_items < 0 or num_levels < 1:
         raise ValueError(f"need num_items >= 0 and num_levels >= 1, got {num_items} and {num_levels}")
+    if num_items < MIN_CODEBOOK_SIZE:  # k-means needs a point per code: the largest power of two <= the items
+        size = 2
+        while size * 2 <= num_items:
+            size *= 2
+        return size
     size = MIN_CODEBOOK_SIZE
     while size**num_levels < IDS_PER_ITEM * num_items:
         size *= 2

@@ -34,6 +34,7 @@ from sidrec.train.generator_config import RESUME_FREE_FIELDS, GeneratorTrainConf
 from sidrec.train.generator_loop import GeneratorTrainer, inverse_sqrt_lambda
 from sidrec.train.generator_validation import evaluate_generator
 from sidrec.utils import validate_config
+from sidrec.utils.locks import stage_lock
 from sidrec.utils.run_folder import RunFolder
 from sidrec.utils.threads import torch_threads
 
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the semantic-ID generator on RUN (needs RUN/dataset and RUN/tokenizer).",
         default_config="generator/hybrid",
     )
-    train_generator(args.config, args.run, resume=args.resume, resume_id=args.resume_id, overwrite=args.overwrite,
-                    keep_saved_config=args.keep_saved_config, explicit_fields=args.explicit_fields)
+    with stage_lock(args.run, "generator"):  # a second `sidrec train` (or --resume) of this run refuses at once
+        train_generator(args.config, args.run, resume=args.resume, resume_id=args.resume_id,
+                        overwrite=args.overwrite, keep_saved_config=args.keep_saved_config,
+                        explicit_fields=args.explicit_fields)
     return 0
 
 

@@ -42,7 +42,7 @@ from sidrec.train.states import (
     plan_resume,
     write_run_meta,
 )
-from sidrec.utils import atomic_write_json, config_to_dict, read_json
+from sidrec.utils import atomic_write_json, config_to_dict, follow_umask, read_json
 from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR, stage_record
 from sidrec.utils.run_folder import RunFolder
 
@@ -348,6 +348,7 @@ class GeneratorTrainer:
         folder = self.plan.state_dir / state_dir_name(self.progress.step)
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
+            follow_umask(folder)  # accelerate's safetensors files are 0600 whatever the umask
             atomic_write_json(folder / "progress.json", self.progress.__dict__)  # written last: marks it complete
             prune_states(self.plan.state_dir, self.cfg.keep_states)
         self.accelerator.wait_for_everyone()

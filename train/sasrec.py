@@ -34,6 +34,7 @@ from sidrec.train.common import (
 )
 from sidrec.utils import atomic_write_json, config_from_args, config_to_dict, configure_logging
 from sidrec.utils.config import Choice, Range, Rule, validate_config
+from sidrec.utils.locks import stage_lock
 from sidrec.utils.metrics import ranking_metrics
 from sidrec.utils.provenance import stage_record
 from sidrec.utils.run_folder import RunFolder, refuse_existing
@@ -288,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     configure_logging()
     cfg = config_from_cli(args.config, rest)
-    refuse_existing(args.run, "sasrec", overwrite=args.overwrite)
-    dataset = PreparedDataset.load(args.run)
-    out = RunFolder(args.run).sasrec_dir
-    log = train_sasrec(dataset, cfg, out)
+    with stage_lock(args.run, "sasrec"):  # one writer per stage: a second `sidrec sasrec` of this run refuses
+        refuse_existing(args.run, "sasrec", overwrite=args.overwrite)
+        dataset = PreparedDataset.load(args.run)
+        out = RunFolder(args.run).sasrec_dir
+        log = train_sasrec(dataset, cfg, out)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

@@ -22,6 +22,7 @@ import numpy as np
 from sidrec.data import PreparedDataset
 from sidrec.tokenizer import SemanticIdTokenizer, TokenizerConfig, embed_texts
 from sidrec.utils import atomic_dir, config_from_args, configure_logging, read_json, validate_config
+from sidrec.utils.locks import stage_lock
 from sidrec.utils.run_folder import RunFolder, later_stages_present, refuse_existing
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     configure_logging()
     config = config_from_args(TokenizerConfig, args.config, rest)
-    tok = fit_run_tokenizer(args.run, config, overwrite=args.overwrite)
+    with stage_lock(args.run, "tokenize"):  # one writer per stage: a second `tokenize` of this run refuses
+        tok = fit_run_tokenizer(args.run, config, overwrite=args.overwrite)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

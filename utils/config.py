@@ -321,14 +321,23 @@ def parse_overrides(cls: type, tokens: Sequence[str]) -> dict[str, str]:
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             if hints[key] is bool and (nxt is None or nxt.startswith("--")):
                 val = "true"
-            elif nxt is None:
-                raise ValueError(f"--{name} needs a value")
+            elif nxt is None or (nxt.startswith("--") and _looks_like_a_field(nxt, fields)):
+                raise ValueError(f"--{name} needs a value (e.g. --{name} {_example(hints[key])})")
             else:
                 val = nxt
                 i += 1
         out[key] = val
         i += 1
     return out
+
+
+def _looks_like_a_field(token: str, fields: Any) -> bool:
+    """``--lr`` / ``--lr=0.1``: the next option, not a value (a negative number is ``-1``, one dash)."""
+    return token[2:].partition("=")[0].replace("-", "_") in fields
+
+
+def _example(hint: Any) -> str:
+    return {int: "100", float: "0.5", str: "VALUE"}.get(hint, "VALUE")
 
 
 def config_from_args(cls: type[T], config: str | os.PathLike | None, tokens: Sequence[str]) -> T:

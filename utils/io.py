@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "current_umask",
+    "follow_umask",
     "load_safetensors",
     "load_safetensors_into",
     "read_json",
@@ -88,24 +89,67 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path`` whole (mode from the umask).
 
-    On error the temporary folder is removed and an existing ``path`` is left untouched.
+    On error the temporary folder is removed and an existing ``path`` is left untouched. The replacement is
+    one atomic swap where Linux offers it (``renameat2``), so a crash at any moment leaves ``path`` holding the
+    old folder or the new one, complete; elsewhere two renames.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, _dir_mode())
+        follow_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if path.exists() and _exchange(tmp, path):  # one atomic swap: ``path`` is the old or the new folder, always
+        shutil.rmtree(tmp, ignore_errors=True)  # (it now holds the old one)
+        return
     old = None
-    if path.exists():
+    if path.exists():  # no renameat2 here: two renames, and a window in which ``path`` is missing
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # an old kernel or a file system without it
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give the file ``path``, or the folder and everything in it, the mode an ordinary ``open``/``mkdir``
+    gets under the umask.
+
+    Libraries do not all follow it: safetensors (0.8) writes every file 0600 whatever the umask, so a
+    teammate could not load a model from a shared run folder. Every sidrec output passes through this
+    (``atomic_dir``, the training states, each safetensors file written) before it is published."""
+    file_mode, dir_mode = _file_mode(), _dir_mode()
+    if not os.path.isdir(path):
+        os.chmod(path, file_mode)
+        return
+    folder = path
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), dir_mode)
+    os.chmod(folder, dir_mode)
 
 
 def read_json(path: str | os.PathLike, *, fix: str = "restore the file or rerun the stage that wrote it") -> Any:
@@ -124,6 +168,9 @@ def read_json(path: str | os.PathLike, *, fix: str = "restore the file or rerun 
 
 
 def _safetensors_error(path: Path, e: Exception, fix: str) -> ValueError:
+    if not os.access(path, os.R_OK):  # a teammate's file without read permission is not a damaged file
+        return ValueError(f"{path} cannot be loaded: permission denied (mode {oct(path.stat().st_mode & 0o777)}); "
+                          "ask its owner to make the run folder readable (`chmod -R a+rX FOLDER`)")
     return ValueError(f"{path} cannot be loaded ({type(e).__name__}: {e}); the file is truncated or damaged: {fix}")
 
 
