@@ -40,7 +40,7 @@ from sidrec.quickstart import (
     QUICKSTART_TOKENIZER_ARGS,
 )
 
-SHARES = (0.1, 0.2)
+SHARES = (0.1, 0.2, 0.3)
 
 
 def stage(name: str, argv: list[str], run: Path, *, done: bool) -> float:

@@ -6,9 +6,10 @@
 Both models have their preset's sizes and random weights (decoding cost does not depend on training).
 Catalog: the real semantic IDs of ``RUN/tokenizer``; histories: the test split of ``RUN/dataset`` (the same
 users for every row). Rows: ``cpu-small`` through ``recommend_topk`` (encode + beam search), ``hybrid``
-generation only (encode + beam search) and ``hybrid`` as served (the popularity-corrected beam search at
-``--prior-weight``, the dense scores of the candidates and the hybrid ranking; the prior is built once,
-as the ``Recommender`` does). users/s = batch / median latency over ``--repeats`` calls; the ratio is
+generation only (encode + beam search), ``hybrid`` on the beam's candidates only (the popularity-corrected
+beam search at ``--prior-weight``, the dense scores of the candidates and the hybrid ranking; the prior is
+built once, as the ``Recommender`` does) and ``hybrid`` as served (the same, with ``--join`` items by dense
+score and 20 unseen ones joining the candidates, each scored by teacher forcing: the preset's setting). users/s = batch / median latency over ``--repeats`` calls; the ratio is
 against ``cpu-small`` at the same beam in this run. The ``parallel`` rows (preset sizes, random weights, the
 run's table when it has long IDs, else a random 32 x 256 table of the same size) rank the whole catalog
 exactly, once with the torch gather-sum and once with faiss ``IndexPQ`` (the same scores; the agreement of
@@ -36,6 +37,7 @@ from sidrec.seqmodel.parallel_model import ParallelIdGenerator, build_parallel_c
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import resolve_config_path
 
+NEW_CANDIDATES = 20  # unseen items joining the served beam (the hybrid preset's new_candidates)
 BACKENDS = ("torch", "faiss", "matmul")  # the exact backends; torch (the gather-sum) is the reference
 T5_KEYS = ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff", "feed_forward_proj",
            "max_items")
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", default="20,50")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--join", type=int, default=50, help="items joining the served beam by dense score (the preset's)")
     p.add_argument("--prior-weight", type=float, default=0.25,
                    help="popularity correction of the served search (0.25: what training chose on Beauty)")
     args = p.parse_args(argv)
@@ -153,23 +156,27 @@ def main(argv: list[str] | None = None) -> int:
 
     prior = popularity_prior(models["hybrid"], trie) if args.prior_weight else None
 
-    def run_once(model, batch, beam: int, dense: bool) -> float:
+    def run_once(model, batch, beam: int, dense: bool, join: int = 0) -> float:
         t0 = time.perf_counter()
         with torch.inference_mode():
             cands = beam_candidates(model, trie, batch, beam_size=beam, item_codes=codes, batch_size=len(batch),
                                     with_dense=dense, prior_weight=args.prior_weight if dense else 0.0,
-                                    prior=prior if dense else None)
+                                    prior=prior if dense else None, dense_candidates=join,
+                                    new_candidates=NEW_CANDIDATES if join else 0)
             if dense:
                 cands.rank(weight=1.0, k=min(10, beam))
         return time.perf_counter() - t0
 
     rows = []
     for beam in [int(b) for b in args.beams.split(",")]:
-        for label, name, dense in (("cpu-small", "cpu-small", False), ("hybrid, generation only", "hybrid", False),
-                                   ("hybrid, as served", "hybrid", True)):
+        for label, name, dense, join in (
+            ("cpu-small", "cpu-small", False, 0), ("hybrid, generation only", "hybrid", False, 0),
+            ("hybrid, beam candidates only", "hybrid", True, 0),
+            (f"hybrid, as served (+{args.join} by dense score, +{NEW_CANDIDATES} unseen)", "hybrid", True, args.join),
+        ):
             model = models[name]
-            run_once(model, histories[: args.batch], beam, dense)  # warm-up
-            lat = [run_once(model, histories[r * args.batch : (r + 1) * args.batch], beam, dense)
+            run_once(model, histories[: args.batch], beam, dense, join)  # warm-up
+            lat = [run_once(model, histories[r * args.batch : (r + 1) * args.batch], beam, dense, join)
                    for r in range(args.repeats)]
             rows.append((beam, label, args.batch / statistics.median(lat), 1e3 * statistics.median(lat)))
     long_codes, long_sizes = (codes, sizes) if len(sizes) > 8 else long_ids(len(codes))
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| - | parallel, exact ({backend}) | {ups:.1f} | {ms:.0f} | {ups / base[first]:.2f}x (beam {first}) |")
     print("\nparallel: top-10 = the torch reference's for " + ", ".join(
         f"{b} {100 * exact[f'{b} agreement'][0]:.2f}%" for b in BACKENDS[1:]) + " of the slots")
-    served = {beam: ups for beam, label, ups, _ in rows if label == "hybrid, as served"}
+    served = {beam: ups for beam, label, ups, _ in rows if label.startswith("hybrid, as served")}
     print(f"\nhybrid_users_s_b{args.batch}_beam{first}={served[first]:.1f} "
           f"cpu_small_users_s_b{args.batch}_beam{first}={base[first]:.1f} "
           f"hybrid_vs_cpu_small={served[first] / base[first]:.2f} "

@@ -10,7 +10,9 @@ and both are ranked two ways:
 
 - generation only: the item's log-probability (what the beam maximises);
 - as shipped: the generator's own ``DecodingSettings`` (popularity-corrected log-probability plus the dense
-  weight times the dense score; the beam ranks its candidates, exact ranks the whole catalog).
+  weight times the dense score; the beam ranks its candidates, exact ranks the whole catalog);
+- beam + ``--join`` joined (default 50): the beam's candidates and the best items by dense score over the
+  whole catalog, each scored exactly (``sidrec.decoding.join_candidates``), ranked as shipped.
 
 Search error = what exact ranking recovers that the beam lost (the target among the beam's candidates,
 exact vs beam Recall@10, the target's exact rank); model error = what even exact ranking misses (its own
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", default="20,50")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--join", type=int, default=50,
+                   help="also rank each beam joined by this many best items by dense score (0 = skip)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     folder = RunFolder(args.run)
@@ -115,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             cands = beam_candidates(model, trie, split.histories, beam_size=beam, batch_size=256, with_dense=w > 0,
                                     prior_weight=pw, prior=prior if pw else None)
             rows.append((f"beam {beam}, {label}", cands, w))
+        if args.join:  # the best items by dense score join the beam's candidates, scored exactly like them
+            cands = beam_candidates(model, trie, split.histories, beam_size=beam, batch_size=256, prior=prior,
+                                    prior_weight=settings.prior_weight, dense_candidates=args.join)
+            rows.append((f"beam {beam} + {args.join} joined, as shipped", cands, settings.dense_weight))
     print(f"{len(split)} VALID users, {len(codes)} items, {codes.shape[1]} levels; exact scoring {exact_seconds:.0f} s "
           f"({args.threads} threads); shipped settings: prior {settings.prior_weight:g}, dense weight "
           f"{settings.dense_weight:g}")

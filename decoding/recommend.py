@@ -24,6 +24,7 @@ from sidrec.decoding.beam import constrained_beam_search
 from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.settings import DecodingSettings
+from sidrec.decoding.teacher import teacher_forced_scores
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["Candidates", "beam_candidates", "has_dense_head", "join_candidates", "popularity_prior", "recommend_topk"]
@@ -137,7 +138,8 @@ def join_candidates(
     ``new`` best among active items the generator never saw in training (``model.item_counts`` 0), minus
     those already in the beam (and history items with ``exclude``): ``(B, K + dense + new)``, -1 where fewer.
     A joining item's score is what the beam would have given it: its exact generation log-probability by
-    teacher forcing (``model.score_items``), corrected by ``prior_weight * log p_pop(item)`` like the beam's
+    teacher forcing (``teacher_forced_scores``: the beam's incremental decoder, all of a user's items at once;
+    ``model.score_items`` is the HF-decoder reference), corrected by ``prior_weight * log p_pop(item)`` like the beam's
     (the per-level corrections of a path sum to the item's), so ``hybrid_rank`` orders all of them alike.
     """
     device = user_states.device
@@ -160,7 +162,8 @@ def join_candidates(
         seen = model.item_counts[:n].to(device) > 0  # (N,)
         picked.append(_top_or_none(all_dense.masked_fill(seen[None, :], float("-inf")), new))
     extra = torch.cat(picked, 1)  # (B, E), -1 = none
-    logp = model.score_items(input_ids, mask, extra).float()  # (B, E)
+    tokens = model.embedder.item_tokens[extra.clamp(min=-1) + 1]  # (B, E, L) level tokens; -1 -> the pad row
+    logp = teacher_forced_scores(model, input_ids, mask, tokens).masked_fill(extra < 0, float("-inf"))  # (B, E)
     if prior is not None and prior_weight:
         logp = logp - prior_weight * prior.item_log_prior(extra.cpu()).to(device).masked_fill(extra < 0, 0.0)
     extra_dense = model.dense_logits(user_states, extra).float()

@@ -13,13 +13,16 @@ rank the trie-constrained beam's candidates, the ``parallel`` family scores the 
   ``new_candidates`` add, for a checkpoint that uses them);
 - ``dense``: the dense head alone over the whole catalog (an ablation: no beam, no trie).
 
-``cold_share`` (TIGER's epsilon) reserves up to that share of each list for cold-start items (the
-tokenizer's rows assigned after its fit) from the same beam candidates.
+``cold_share`` (TIGER's epsilon) reserves up to that share of the top ``SHARE_OF_TOP`` (10, the headline
+list) for cold-start items (the tokenizer's rows assigned after its fit) from the same candidates; a longer
+list (evaluation ranks 20 for Recall@20) continues with the rest of the ranking. (Before, the share was taken
+of the 20-item list, so its slots landed at ranks 19-20 and never moved Recall@10.)
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 
@@ -28,6 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+SHARE_OF_TOP = 10  # TIGER's epsilon is a share of the top 10 (Recall@10, the headline list)
 MODES = ("default", "generation", "uncorrected", "beam", "dense")
 
 
@@ -109,9 +113,13 @@ class GeneratorScorer:
             settings = settings.replace(dense_candidates=0, new_candidates=0)
         elif self.mode == "uncorrected":
             settings = settings.replace(dense_weight=settings.plain_weight, prior_weight=0.0)
-        items, _ = self.ranker.recommend(histories, k=k, settings=settings, user_ids=uids,
-                                         exclude_history=self.exclude_history, batch_size=self.batch_size,
-                                         cold=self.cold, cold_share=self.cold_share)
+        rank = functools.partial(self.ranker.recommend, histories, settings=settings, user_ids=uids,
+                                 exclude_history=self.exclude_history, batch_size=self.batch_size, cold=self.cold)
+        if self.cold_share and k > SHARE_OF_TOP:  # the share is of the top 10, then the list goes on as ranked
+            top, _ = rank(k=SHARE_OF_TOP, cold_share=self.cold_share)
+            rest, _ = rank(k=k)
+            return _extend(top, rest, k)
+        items, _ = rank(k=k, cold_share=self.cold_share)
         return items.numpy().astype(np.int64)
 
     def _dense(self, histories: list[list[int]], k: int) -> np.ndarray:
@@ -126,6 +134,17 @@ class GeneratorScorer:
             scores[:, removed] = float("-inf")
             out.append(topk_from_scores(scores.cpu(), k, histories=batch, exclude_history=self.exclude_history))
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def _extend(top: torch.Tensor, rest: torch.Tensor, k: int) -> np.ndarray:
+    """Each row of ``top (U, a)``, then the items of ``rest (U, k)`` not already in it, to ``k`` (-1 padded)."""
+    out = np.full((top.shape[0], k), -1, dtype=np.int64)
+    for row, (head, tail) in enumerate(zip(top.tolist(), rest.tolist(), strict=True)):
+        head = [i for i in head if i >= 0]
+        seen = set(head)
+        merged = head + [i for i in tail if i >= 0 and i not in seen]
+        out[row, : min(k, len(merged))] = merged[:k]
+    return out
 
 
 def _check(mode: str, cold_share: float) -> None:

@@ -322,6 +322,20 @@ def test_teacher_forced_item_scores_equal_the_beam_scores_of_the_same_items():
     assert torch.isinf(got[:, 6]).all() and model.training
 
 
+@pytest.mark.parametrize("ff", ["relu", "gated-gelu"])
+def test_fast_teacher_forced_scores_equal_the_hf_decoder_reference(ff: str):
+    """``teacher_forced_scores`` (the beam's incremental decoder, a user's items at once) = ``score_items``."""
+    from sidrec.decoding.teacher import teacher_forced_scores
+
+    model = tiny_item_generator(16, ff=ff).train()
+    histories = [[1, 2, 3], [4], [39, 0, 11, 11, 5, 6, 7, 8, 9]]
+    ids, mask = model.history_inputs(histories)
+    items = torch.tensor([[0, 5, 39, 7], [12, 12, 3, 1], [38, 2, 20, 21]])
+    fast = teacher_forced_scores(model, ids, mask, model.embedder.item_tokens[items + 1], chunk_users=2)
+    torch.testing.assert_close(fast, model.score_items(ids, mask, items), rtol=1e-4, atol=1e-4)
+    assert model.training  # restored
+
+
 def _slow_joined(model, trie, histories, *, beam: int, dense: int, new: int, prior, prior_weight: float):
     """The reference: the beam's items, then each user's best ``dense`` other items by dense score, then the
     best ``new`` unseen ones, each scored by exact log-probability (minus the prior) one item at a time."""
