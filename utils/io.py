@@ -144,11 +144,13 @@ def follow_umask(path: str | os.PathLike) -> None:
         os.chmod(path, file_mode)
         return
     folder = path
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):  # links are left alone: chmod would change what they point to
         for name in files:
-            os.chmod(os.path.join(root, name), file_mode)
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), file_mode)
         for name in dirs:
-            os.chmod(os.path.join(root, name), dir_mode)
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), dir_mode)
     os.chmod(folder, dir_mode)
 
 
