@@ -258,7 +258,8 @@ class Recommender:
         ``on_unknown``: ``"error"`` (default) or ``"skip"`` unknown item ids, with a count in the log.
         ``user_ids``: only used by generators trained with user tokens (TIGER's user hashing).
         ``cold_share``: TIGER's epsilon: up to ``ceil(cold_share * k)`` of the slots go to new items (added
-        with ``add_items`` or assigned after the tokenizer's fit) that the beam search proposed; 0 = off.
+        with ``add_items`` or assigned after the tokenizer's fit) among the candidates (the ``hybrid`` preset
+        always lets its best unseen items join them; an exact ranker ranks them all); 0 = off.
         """
         if not 0.0 <= cold_share <= 1.0:
             raise ValueError(f"cold_share must be in [0, 1], got {cold_share!r}")
