@@ -37,7 +37,8 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from sidrec.seqmodel.config import ItemGeneratorConfig
-from sidrec.seqmodel.item_encoder import PAD_ITEM, CausalItemEncoder, ItemEmbedder, last_state, last_states
+from sidrec.seqmodel.item_encoder import CausalItemEncoder, ItemEmbedder, last_state, last_states
+from sidrec.seqmodel.item_table import ItemTable, pad_item_histories
 from sidrec.seqmodel.model import SemanticIdGenerator, build_t5_config
 from sidrec.seqmodel.vocab import PAD_TOKEN_ID, SemanticIdVocab
 
@@ -90,26 +91,6 @@ def item_id_rows(train_counts: np.ndarray, min_count: int) -> np.ndarray:
     return rows
 
 
-def pad_item_histories(histories: Sequence[Sequence[int]], max_items: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder inputs of the item family: the last ``max_items`` items as tokens (index + 1), right-padded.
-
-    Returns ``input_ids (B, T)`` and ``attention_mask (B, T)`` int64. ``ValueError`` for an empty history.
-    """
-    if max_items < 1:
-        raise ValueError(f"max_items must be >= 1, got {max_items}")
-    lengths = [min(len(h), max_items) for h in histories]
-    if lengths and min(lengths) == 0:
-        raise ValueError("an empty history cannot be encoded; the item generator needs at least one item")
-    ids = np.zeros((len(histories), max(lengths, default=1)), dtype=np.int64)
-    for b, (history, n) in enumerate(zip(histories, lengths, strict=True)):
-        row = np.asarray(history[len(history) - n :], dtype=np.int64)
-        if row.size and row.min() < 0:
-            raise ValueError("history item indices must be >= 0")
-        ids[b, :n] = row + 1
-    input_ids = torch.from_numpy(ids)
-    return input_ids, (input_ids != PAD_ITEM).long()
-
-
 @dataclass
 class ItemLossOutput(ModelOutput):
     """Training output of ``ItemLevelGenerator``: the total loss and its parts."""
@@ -120,7 +101,7 @@ class ItemLossOutput(ModelOutput):
     distill_loss: torch.Tensor | None = None
 
 
-class ItemLevelGenerator(SemanticIdGenerator):
+class ItemLevelGenerator(ItemTable, SemanticIdGenerator):
     """T5 generator over item-level inputs with a causal encoder and a dense head (see module docstring).
 
     Build with ``ItemLevelGenerator.build(config, item_codes=..., text=..., id_rows=...)`` for a new model;
@@ -170,50 +151,7 @@ class ItemLevelGenerator(SemanticIdGenerator):
         model.set_item_table(item_codes=item_codes, text=text, id_rows=id_rows, item_counts=item_counts)
         return model
 
-    # ------------------------------------------------------------------ item table
-    @property
-    def embedder(self) -> ItemEmbedder:
-        return self.encoder.embedder
-
-    @property
-    def num_items(self) -> int:
-        return self.embedder.num_items
-
-    @property
-    def item_codes(self) -> np.ndarray:
-        """``(N, L)`` semantic IDs of the model's item table (row i = item index i)."""
-        return self.vocab.tokens_to_codes(self.embedder.item_tokens[1:])
-
-    @torch.no_grad()
-    def set_item_table(self, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray,
-                       item_counts: np.ndarray | None = None) -> None:
-        """Fill the item table (sizes must match the config)."""
-        tokens = torch.from_numpy(self.vocab.codes_to_tokens(item_codes))  # (N, L)
-        emb = self.embedder
-        if tokens.shape[0] != self.num_items or len(id_rows) != self.num_items:
-            raise ValueError(f"item table has {tokens.shape[0]} items, the config says {self.num_items}")
-        if int(np.max(id_rows, initial=0)) > self.config.num_id_rows:
-            raise ValueError(f"id_rows go up to {int(np.max(id_rows))} but the config has {self.config.num_id_rows}")
-        emb.item_tokens[1:] = tokens
-        emb.id_rows[1:] = torch.as_tensor(np.asarray(id_rows), dtype=torch.long)
-        if item_counts is not None:
-            if len(item_counts) != self.num_items:
-                raise ValueError(f"item_counts has {len(item_counts)} rows for {self.num_items} items")
-            self.item_counts.copy_(torch.as_tensor(np.asarray(item_counts), dtype=torch.float32))
-        if emb.text is not None:
-            if text is None or tuple(text.shape) != (self.num_items, emb.text.shape[1]):
-                raise ValueError(f"text must be ({self.num_items}, {emb.text.shape[1]}), got "
-                                 f"{None if text is None else tuple(text.shape)}")
-            emb.text[1:] = torch.as_tensor(np.asarray(text), dtype=torch.float32)
-
-    @torch.no_grad()
-    def add_items(self, item_codes: np.ndarray, text: np.ndarray | None = None) -> None:
-        """Append cold-start items: their vectors come from their codes and text (they have no ID)."""
-        tokens = torch.from_numpy(self.vocab.codes_to_tokens(item_codes))  # (M, L)
-        self.embedder.add_items(tokens, None if text is None else torch.as_tensor(np.asarray(text)))
-        self.item_counts = torch.cat([self.item_counts, self.item_counts.new_zeros(tokens.shape[0])])  # never seen
-        self.config.num_items = self.num_items
-
+    # ------------------------------------------------------------------ item table (ItemTable)
     def set_training_catalog(self, available: np.ndarray) -> None:
         """Items the dense softmax (and the distillation) may use in training: ``bool (N,)``.
 
@@ -224,26 +162,6 @@ class ItemLevelGenerator(SemanticIdGenerator):
         if mask.shape != (self.num_items,):
             raise ValueError(f"available must be ({self.num_items},) booleans, got {tuple(mask.shape)}")
         self.register_buffer("training_catalog", mask.to(self.embedder.item_tokens.device), persistent=False)
-
-    @property
-    def reads_text(self) -> bool:
-        return self.embedder.text is not None
-
-    # ------------------------------------------------------------------ inputs and the beam-search hook
-    def history_inputs(
-        self, histories: Sequence[Sequence[int]], *, item_codes: np.ndarray | None = None,
-        user_ids: Sequence[str] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder inputs for item-index histories (``item_codes``/``user_ids`` are not needed here)."""
-        if item_codes is not None and len(item_codes) != self.num_items:
-            raise ValueError(
-                f"the codes table has {len(item_codes)} items but this generator's item table {self.num_items}; "
-                "load the tokenizer and generator of the same run"
-            )
-        input_ids, mask = pad_item_histories(histories, self.max_items)
-        if input_ids.numel() and int(input_ids.max()) > self.num_items:
-            raise ValueError(f"history item index >= {self.num_items} (items in this generator's table)")
-        return input_ids, mask
 
     last_state = staticmethod(last_state)  # (B, T, D), (B, T) -> (B, D): the state at each row's last real item
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save_model
+from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
@@ -100,6 +101,15 @@ def _vocab_from_config(config: T5Config) -> SemanticIdVocab:
         raise ValueError(f"config.vocab_size={config.vocab_size} but its level_sizes imply {vocab.vocab_size}")
     return vocab
 
+
+
+def save_generator_folder(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Every generator family's checkpoint: ``config.json``, ``model.safetensors`` (tied weights once) and
+    ``vocab.json``, written into a temporary folder and swapped in (``atomic_dir``)."""
+    with atomic_dir(directory) as tmp:
+        model.config.to_json_file(str(Path(tmp) / CONFIG_FILE))
+        save_model(model, str(Path(tmp) / WEIGHTS_FILE))
+        model.vocab.save(tmp)
 
 class SemanticIdGenerator(T5ForConditionalGeneration):
     """T5ForConditionalGeneration whose decoder logits at position t cover only level t's tokens.
@@ -208,10 +218,7 @@ class SemanticIdGenerator(T5ForConditionalGeneration):
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> None:  # type: ignore[override]
         """Write ``config.json``, ``model.safetensors`` and ``vocab.json`` to a folder (atomically)."""
-        with atomic_dir(save_directory) as tmp:
-            self.config.to_json_file(str(Path(tmp) / CONFIG_FILE))
-            save_model(self, str(Path(tmp) / WEIGHTS_FILE))
-            self.vocab.save(tmp)
+        save_generator_folder(self, save_directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *_: Any, **__: Any) -> SemanticIdGenerator:  # type: ignore[override]

@@ -33,23 +33,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_model
 from torch import nn
 from torch.nn import functional as F
 from transformers.models.t5.modeling_t5 import T5Config, T5PreTrainedModel
 from transformers.utils import ModelOutput
 
 from sidrec.seqmodel.item_encoder import CausalItemEncoder, ItemEmbedder, last_states
-from sidrec.seqmodel.item_model import item_id_rows, pad_item_histories
+from sidrec.seqmodel.item_model import item_id_rows
+from sidrec.seqmodel.item_table import ItemTable
 from sidrec.seqmodel.model import (
     CONFIG_FILE,
     GENERATOR_FORMAT_VERSION,
     WEIGHTS_FILE,
     build_t5_config,
     is_tied_to_shared,
+    save_generator_folder,
 )
 from sidrec.seqmodel.vocab import SemanticIdVocab
-from sidrec.utils import atomic_dir, load_safetensors_into, read_json
+from sidrec.utils import load_safetensors_into, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class ParallelLossOutput(ModelOutput):
     dense_loss: torch.Tensor | None = None
 
 
-class ParallelIdGenerator(T5PreTrainedModel):
+class ParallelIdGenerator(ItemTable, T5PreTrainedModel):
     """Causal item encoder + one head per digit (see the module docstring).
 
     Build with ``ParallelIdGenerator.build(config, item_codes=..., text=..., id_rows=...)``;
@@ -207,69 +208,9 @@ class ParallelIdGenerator(T5PreTrainedModel):
         model.set_item_table(item_codes=item_codes, text=text, id_rows=id_rows, item_counts=item_counts)
         return model
 
-    # ------------------------------------------------------------------ item table
-    @property
-    def embedder(self) -> ItemEmbedder:
-        return self.encoder.embedder
-
-    @property
-    def num_items(self) -> int:
-        return self.embedder.num_items
-
-    @property
-    def item_codes(self) -> np.ndarray:
-        """``(N, M)`` digits of the model's item table (row i = item index i)."""
-        return self.vocab.tokens_to_codes(self.embedder.item_tokens[1:])
-
-    @property
-    def reads_text(self) -> bool:
-        return self.embedder.text is not None
-
-    @torch.no_grad()
-    def set_item_table(self, *, item_codes: np.ndarray, text: np.ndarray | None, id_rows: np.ndarray | None = None,
-                       item_counts: np.ndarray | None = None) -> None:
-        """Fill the item table (its size must match the config)."""
-        tokens = torch.from_numpy(self.vocab.codes_to_tokens(item_codes))  # (N, M)
-        if tokens.shape[0] != self.num_items:
-            raise ValueError(f"item table has {tokens.shape[0]} items, the config says {self.num_items}")
-        emb = self.embedder
-        emb.item_tokens[1:] = tokens
-        if id_rows is not None:
-            if len(id_rows) != self.num_items or int(np.max(id_rows, initial=0)) > self.config.num_id_rows:
-                raise ValueError(f"id_rows must be ({self.num_items},) with rows <= {self.config.num_id_rows}")
-            emb.id_rows[1:] = torch.as_tensor(np.asarray(id_rows), dtype=torch.long)
-        if item_counts is not None:
-            if len(item_counts) != self.num_items:
-                raise ValueError(f"item_counts has {len(item_counts)} rows for {self.num_items} items")
-            self.item_counts.copy_(torch.as_tensor(np.asarray(item_counts), dtype=torch.float32))
-        if emb.text is not None:
-            if text is None or tuple(np.shape(text)) != (self.num_items, emb.text.shape[1]):
-                raise ValueError(f"text must be ({self.num_items}, {emb.text.shape[1]}), got "
-                                 f"{None if text is None else tuple(np.shape(text))}")
-            emb.text[1:] = torch.as_tensor(np.asarray(text), dtype=torch.float32)
-
-    @torch.no_grad()
-    def add_items(self, item_codes: np.ndarray, text: np.ndarray | None = None) -> None:
-        """Append cold-start items: their vectors come from their digits (and text); they have no ID."""
-        tokens = torch.from_numpy(self.vocab.codes_to_tokens(item_codes))  # (M', M)
-        self.embedder.add_items(tokens, None if text is None else torch.as_tensor(np.asarray(text)))
-        self.item_counts = torch.cat([self.item_counts, self.item_counts.new_zeros(tokens.shape[0])])
-        self.config.num_items = self.num_items
+    # ------------------------------------------------------------------ item table: ItemTable
 
     # ------------------------------------------------------------------ inputs, states, digit scores
-    def history_inputs(
-        self, histories: Sequence[Sequence[int]], *, item_codes: np.ndarray | None = None,
-        user_ids: Sequence[str] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder inputs for item-index histories (the last ``max_items`` items as tokens, index + 1)."""
-        if item_codes is not None and len(item_codes) != self.num_items:
-            raise ValueError(f"the codes table has {len(item_codes)} items but this generator's item table "
-                             f"{self.num_items}; load the tokenizer and generator of the same run")
-        input_ids, mask = pad_item_histories(histories, self.max_items)
-        if input_ids.numel() and int(input_ids.max()) > self.num_items:
-            raise ValueError(f"history item index >= {self.num_items} (items in this generator's table)")
-        return input_ids, mask
-
     def digit_table(self) -> torch.Tensor:
         """``(M, Kmax, D)``: every digit's code vectors as the heads score them (zeros where a digit has fewer
         codes). The logit of code k of digit m is ``digit_queries(h)[m] . digit_table()[m, k]``."""
@@ -443,10 +384,7 @@ class ParallelIdGenerator(T5PreTrainedModel):
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> None:  # type: ignore[override]
         """Write ``config.json``, ``model.safetensors`` and ``vocab.json`` to a folder (atomically)."""
-        with atomic_dir(save_directory) as tmp:
-            self.config.to_json_file(str(Path(tmp) / CONFIG_FILE))
-            save_model(self, str(Path(tmp) / WEIGHTS_FILE))
-            self.vocab.save(tmp)
+        save_generator_folder(self, save_directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *_: Any, **__: Any) -> ParallelIdGenerator:  # type: ignore[override]
