@@ -210,24 +210,35 @@ class ItemTask:
                                cache_dir=RunFolder(self.ctx.run).cache_dir, show_progress=False)
 
     def build_model(self):
-        from sidrec.seqmodel.item_model import ItemLevelGenerator, build_item_config, item_id_rows
+        """The family's model over the run's item table: text embeddings, ID rows for items seen at least
+        ``id_min_count`` times, training counts; a cold split's held-out items kept out of its training
+        catalog (not even negatives)."""
+        from sidrec.seqmodel.item_model import item_id_rows
 
-        cfg = self.ctx.cfg
         text = self._text()
         counts = self.ctx.dataset.train_item_counts()
-        id_rows = item_id_rows(counts, cfg.id_min_count)
-        config = build_item_config(
-            vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=0 if text is None else text.shape[1],
-            num_id_rows=int(id_rows.max(initial=0)), id_dropout=cfg.id_dropout, dense_head=cfg.dense_head,
-            dense_loss_weight=cfg.dense_weight, distill_weight=cfg.distill_weight, **cfg.t5_kwargs(),
-        )
-        logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
-                    config.num_items, "on" if text is not None else "off", config.num_id_rows, cfg.id_min_count)
-        model = ItemLevelGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows,
-                                         item_counts=counts)
-        if self.ctx.dataset.num_cold_items:  # held-out items are not in the catalog the dense head trains on
+        id_rows = item_id_rows(counts, self.ctx.cfg.id_min_count)
+        model_class, config = self._model_config(text_dim=0 if text is None else text.shape[1],
+                                                 num_id_rows=int(id_rows.max(initial=0)))
+        model = model_class.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows,
+                                  item_counts=counts)
+        if self.ctx.dataset.num_cold_items:
             model.set_training_catalog(~self.ctx.dataset.cold_items)
         return model
+
+    def _model_config(self, *, text_dim: int, num_id_rows: int):
+        """``(model class, its config)`` of this family."""
+        from sidrec.seqmodel.item_model import ItemLevelGenerator, build_item_config
+
+        cfg = self.ctx.cfg
+        config = build_item_config(
+            vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=text_dim, num_id_rows=num_id_rows,
+            id_dropout=cfg.id_dropout, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
+            distill_weight=cfg.distill_weight, **cfg.t5_kwargs(),
+        )
+        logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
+                    config.num_items, "on" if text_dim else "off", config.num_id_rows, cfg.id_min_count)
+        return ItemLevelGenerator, config
 
     def loader(self, generator: torch.Generator):
         lengths = [len(w) for w in self.windows] if self.ctx.cfg.group_by_length else []
@@ -251,29 +262,21 @@ class ParallelTask(ItemTask):
 
     ranking = "exact"
 
-    def build_model(self):
-        from sidrec.seqmodel.parallel_model import ParallelIdGenerator, build_parallel_config, item_id_rows
+    def _model_config(self, *, text_dim: int, num_id_rows: int):
+        from sidrec.seqmodel.parallel_model import ParallelIdGenerator, build_parallel_config
 
         cfg = self.ctx.cfg
-        text = self._text()
-        counts = self.ctx.dataset.train_item_counts()
-        id_rows = item_id_rows(counts, cfg.id_min_count)
         config = build_parallel_config(
             level_sizes=self.ctx.level_sizes, num_items=self.ctx.dataset.num_items,
-            text_dim=0 if text is None else text.shape[1], num_id_rows=int(id_rows.max(initial=0)),
-            id_dropout=cfg.id_dropout, digit_input_scale=cfg.digit_input_scale, head=cfg.head,
+            text_dim=text_dim, num_id_rows=num_id_rows, id_dropout=cfg.id_dropout, digit_input_scale=cfg.digit_input_scale, head=cfg.head,
             head_temperature=cfg.head_temperature, item_loss_weight=cfg.item_loss_weight,
             item_negatives=cfg.item_negatives, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
             **cfg.t5_kwargs(),
         )
         logger.info("parallel generator: %d items, %d digits of %s codes, text %s, %d items with an ID embedding",
                     config.num_items, len(config.level_sizes), sorted(set(config.level_sizes)),
-                    "on" if text is not None else "off", config.num_id_rows)
-        model = ParallelIdGenerator.build(config, item_codes=self.ctx.item_codes, text=text, id_rows=id_rows,
-                                          item_counts=counts)
-        if self.ctx.dataset.num_cold_items:  # held-out items are not in the catalog the item softmax trains on
-            model.set_training_catalog(~self.ctx.dataset.cold_items)
-        return model
+                    "on" if text_dim else "off", config.num_id_rows)
+        return ParallelIdGenerator, config
 
     @staticmethod
     def loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
