@@ -143,9 +143,9 @@ def join_candidates(
     (the per-level corrections of a path sum to the item's), so ``hybrid_rank`` orders all of them alike.
     """
     device = user_states.device
-    all_dense = model.dense_logits(user_states).float()  # (B, N)
     n = trie.num_items
-    all_dense = all_dense[:, :n].masked_fill(~torch.tensor(trie.active, device=device)[None, :], float("-inf"))
+    raw = model.dense_logits(user_states).float()[:, :n]  # (B, N) every item's dense score, kept for the joined
+    all_dense = raw.masked_fill(~torch.tensor(trie.active, device=device)[None, :], float("-inf"))  # to choose from
     in_beam = torch.zeros(all_dense.shape[0], n + 1, dtype=torch.bool, device=device)
     in_beam.scatter_(1, found.items.to(device) + 1, True)  # shifted by one: empty slots (-1) land in column 0
     all_dense = all_dense.masked_fill(in_beam[:, 1:], float("-inf"))  # already candidates
@@ -166,7 +166,7 @@ def join_candidates(
     logp = teacher_forced_scores(model, input_ids, mask, tokens).masked_fill(extra < 0, float("-inf"))  # (B, E)
     if prior is not None and prior_weight:
         logp = logp - prior_weight * prior.item_log_prior(extra.cpu()).to(device).masked_fill(extra < 0, 0.0)
-    extra_dense = model.dense_logits(user_states, extra).float()
+    extra_dense = raw.gather(1, extra.clamp(min=0)).masked_fill(extra < 0, float("-inf"))  # (B, E)
     return Candidates(torch.cat([found.items, extra.cpu()], 1), torch.cat([found.scores, logp.cpu()], 1),
                       torch.cat([found.dense, extra_dense.cpu()], 1) if found.dense is not None else None)
 
