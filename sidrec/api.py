@@ -49,6 +49,16 @@ class Recommendation(NamedTuple):
     title: str | None
 
 
+class NewItems(NamedTuple):
+    """Items ready to join a catalog (``Recommender.prepare_items``): ids, semantic IDs ``(M, L)``, text
+    embeddings ``(M, D)`` (None unless the generator reads item text) and titles."""
+
+    ids: list[str]
+    codes: np.ndarray
+    text: np.ndarray | None
+    titles: list[str | None]
+
+
 class Recommender:
     """Next-item recommendations from a trained sidrec run.
 
@@ -159,22 +169,43 @@ class Recommender:
         ``items``: dicts with ``item_id`` and text fields (``title``, ``brand``, ...), rendered with the
         template the tokenizer was fitted with. Existing IDs never change. Returns the added ids.
         """
+        return self.apply_items(self.prepare_items(items, cache_dir=cache_dir))
+
+    def prepare_items(self, items: Sequence[Mapping[str, Any]], *,
+                      cache_dir: str | os.PathLike | None = None) -> NewItems:
+        """What ``add_items`` would add (ids, semantic IDs, text embeddings when the generator reads them,
+        titles), computed against the current catalog; nothing changes until ``apply_items``.
+
+        A server records this in its change log before applying it, so a replay is exact and needs no
+        embedding model."""
         items = list(items)
         if not items:
-            return []
+            return NewItems(ids=[], codes=np.zeros((0, self.tokenizer.num_levels), dtype=np.int64), text=None,
+                            titles=[])
         self._refuse_removed(items)
         ids, emb = self.tokenizer.embed_new_items(items, cache_dir=cache_dir)
+        codes = self.tokenizer.plan_codes(ids, emb)  # (M, L)
         reads_text = getattr(self.model, "reads_text", False)
-        codes = self.tokenizer.assign_embeddings(ids, emb)  # (M, L), appended to the table
-        new_index = self.ranker.add_items(codes)
+        return NewItems(ids=ids, codes=codes, text=np.asarray(emb, dtype=np.float32) if reads_text else None,
+                        titles=[it.get("title") for it in items])
+
+    def apply_items(self, new: NewItems) -> list[str]:
+        """Add items prepared by ``prepare_items`` (here or in another process with the same catalog)."""
+        if not new.ids:
+            return []
+        if getattr(self.model, "reads_text", False) and new.text is None:
+            raise ValueError("this generator reads item text: the new items need their text embeddings "
+                             "(prepare them with prepare_items)")
+        self.tokenizer.append_items(new.ids, new.codes)
+        new_index = self.ranker.add_items(new.codes)
         add_to_model = getattr(self.model, "add_items", None)  # a generator with its own item table
         if add_to_model is not None:
-            add_to_model(codes, emb if reads_text else None)
-        expected = np.arange(self.tokenizer.num_items - len(items), self.tokenizer.num_items)
+            add_to_model(new.codes, new.text if getattr(self.model, "reads_text", False) else None)
+        expected = np.arange(self.tokenizer.num_items - len(new.ids), self.tokenizer.num_items)
         if not np.array_equal(new_index, expected):  # the catalog and the table must stay row-aligned
             raise RuntimeError("the ranker's catalog and the tokenizer table went out of sync; reload the recommender")
-        self.titles.extend(it.get("title") for it in items)
-        return ids
+        self.titles.extend(new.titles)
+        return list(new.ids)
 
     def _refuse_removed(self, items: Sequence[Mapping[str, Any]]) -> None:
         """A removed item's id stays taken (its row and semantic ID are kept, inactive): say so plainly."""

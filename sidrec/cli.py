@@ -200,6 +200,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "sasrec": ("train the SASRec baseline (RUN/baselines/sasrec)", _forward("sidrec.train.sasrec", "sasrec")),
     "evaluate": ("leave-one-out evaluation with baselines (RUN/eval)", _forward("sidrec.eval.evaluate", "evaluate")),
     "recommend": ("print recommendations for a history", cmd_recommend),
+    "serve": ("serve a run over HTTP (needs the 'serve' extra)", _forward("sidrec.serve.main", "serve")),
     "quickstart": ("prepare -> tokenize -> train -> evaluate on bundled Beauty", _forward("sidrec.quickstart", "quickstart")),
 }
 

@@ -89,6 +89,27 @@ def trained_run(tmp_path_factory) -> Path:
     return run
 
 
+HYBRID_ARGS = ["--config", "generator/hybrid", "--d-model", "32", "--num-layers", "1", "--num-decoder-layers", "1",
+               "--num-heads", "2", "--d-kv", "16", "--d-ff", "64", "--max-steps", "4", "--warmup-steps", "2",
+               "--batch-size", "16", "--eval-every", "0", "--valid-max-users", "16", "--save-every", "0",
+               "--max-items", "10"]
+
+
+@pytest.fixture(scope="session")
+def item_run(trained_run, tmp_path_factory) -> Path:
+    """The same 30-user run with an item-family (hybrid) generator instead of the tiger one (read-only for tests)."""
+    import shutil
+
+    from sidrec.cli import main as cli_main
+
+    run = tmp_path_factory.mktemp("item") / "run"
+    for part in ("dataset", "tokenizer", "cache"):
+        shutil.copytree(trained_run / part, run / part)
+    shutil.copy(trained_run / "catalog.jsonl", run / "catalog.jsonl")
+    assert cli_main(["train", "--run", str(run), *HYBRID_ARGS]) == 0
+    return run
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (for `accelerate launch --main_process_port` in tests)."""
     import socket

@@ -95,23 +95,6 @@ def test_cli_recommend(trained_run, capsys):
     assert cli_main(["recommend", "--run", str(trained_run), "--history", "nope"]) == 1  # a clear error, exit 1
 
 
-HYBRID_ARGS = ["--config", "generator/hybrid", "--d-model", "32", "--num-layers", "1", "--num-decoder-layers", "1",
-               "--num-heads", "2", "--d-kv", "16", "--d-ff", "64", "--max-steps", "4", "--warmup-steps", "2",
-               "--batch-size", "16", "--eval-every", "0", "--valid-max-users", "16", "--save-every", "0",
-               "--max-items", "10"]
-
-
-@pytest.fixture(scope="module")
-def item_run(trained_run, tmp_path_factory):
-    """The same 30-user run with an item-family (hybrid) generator instead of the tiger one."""
-    run = tmp_path_factory.mktemp("item") / "run"
-    for part in ("dataset", "tokenizer", "cache"):
-        shutil.copytree(trained_run / part, run / part)
-    shutil.copy(trained_run / "catalog.jsonl", run / "catalog.jsonl")
-    assert cli_main(["train", "--run", str(run), *HYBRID_ARGS]) == 0
-    return run
-
-
 def test_item_family_recommender_serves_hybrid_scores_and_new_items(item_run, tmp_path):
     rec = sidrec.Recommender.from_pretrained(item_run)
     assert rec.model.family == "item" and rec.model.reads_text

@@ -309,6 +309,16 @@ class SemanticIdTokenizer:
     def assign_embeddings(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """``assign`` for items already embedded (``(M, D)``, same model as the fit)."""
         ids = [_new_item_id(i, n) for n, i in enumerate(item_ids)]
+        codes = self.plan_codes(ids, embeddings)
+        self.append_items(ids, codes)
+        return codes
+
+    def plan_codes(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        """The codes ``(M, L)`` that ``assign_embeddings`` would give these new items; the table is unchanged.
+
+        A caller that must record the codes before the catalog changes (a server's change log) plans, records,
+        then applies them with ``append_items``."""
+        ids = [_new_item_id(i, n) for n, i in enumerate(item_ids)]
         self._check_new_ids(ids)
         emb = check_embeddings(embeddings, dim=self.text_dim, what="new item embeddings")
         if len(emb) != len(ids):
@@ -337,15 +347,31 @@ class SemanticIdTokenizer:
                     f"level holds {cap}; refit the tokenizer with a larger --collision-min-size (or more levels)")
             next_free[head] = idx + 1
             new_codes[i] = (*head, idx)
-        # only now mutate, so a failure above leaves the table untouched
-        start = self.num_items
+        return new_codes
+
+    def append_items(self, item_ids: Sequence[str], codes: np.ndarray) -> None:
+        """Append new rows with given codes ``(M, L)`` (from ``plan_codes``, or replayed from a change log).
+
+        ``ValueError`` and no change when an id is taken or repeated, or a code is out of range or already
+        some item's semantic ID."""
+        ids = [_new_item_id(i, n) for n, i in enumerate(item_ids)]
+        self._check_new_ids(ids)
+        codes = np.asarray(codes, dtype=np.int64).reshape(len(ids), -1)
+        if codes.shape[1] != self.num_levels or (codes < 0).any() or (codes >= np.asarray(self.level_sizes)).any():
+            raise ValueError(f"new codes must be ({len(ids)}, {self.num_levels}) within level sizes "
+                             f"{self.level_sizes}; got shape {codes.shape}")
+        rows = [tuple(r) for r in codes.tolist()]
+        taken = [r for r in rows if r in self._by_code]
+        if taken or len(set(rows)) != len(rows):
+            raise ValueError(f"new codes {taken[0] if taken else 'repeat'}: every full semantic ID must be unique; "
+                             "plan them with plan_codes() against the current table")
+        start = self.num_items  # only now mutate, so a failure above leaves the table untouched
         for i, item in enumerate(ids):
             self._index[item] = start + i
-            self._by_code[tuple(new_codes[i].tolist())] = start + i
+            self._by_code[rows[i]] = start + i
         self.item_ids.extend(ids)
-        self.codes = np.concatenate([self.codes, new_codes], axis=0)
+        self.codes = np.concatenate([self.codes, codes], axis=0)
         logger.info("assigned semantic IDs to %d new items (%d total)", len(ids), self.num_items)
-        return new_codes
 
     # -- persistence ----------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
