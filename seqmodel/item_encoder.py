@@ -94,8 +94,21 @@ class ItemEmbedder(nn.Module):
         return vectors * (items != PAD_ITEM)[..., None]
 
     def catalog(self) -> torch.Tensor:
-        """Vectors of every catalog item ``(N, D)`` (row i = item index i)."""
-        return self(torch.arange(1, self.num_items + 1, device=self.item_tokens.device))
+        """Vectors of every catalog item ``(N, D)`` (row i = item index i).
+
+        In inference (eval mode, no grad) the result is kept until a weight or the item table changes (each
+        tensor's identity and in-place version are the key), so ranking does not recompute it per batch."""
+        if self.training or torch.is_grad_enabled():
+            return self(torch.arange(1, self.num_items + 1, device=self.item_tokens.device))
+        tensors = (*self.parameters(), *self.buffers())  # held by the cache, so no id is reused while it lives
+        versions = tuple(t._version for t in tensors)
+        cached = getattr(self, "_catalog_cache", None)
+        if (cached is None or len(cached[0]) != len(tensors) or cached[1] != versions
+                or any(a is not b for a, b in zip(cached[0], tensors, strict=True))):
+            vectors = self(torch.arange(1, self.num_items + 1, device=self.item_tokens.device))  # (N, D)
+            cached = (tensors, versions, vectors)
+            self._catalog_cache = cached
+        return cached[2]
 
     @torch.no_grad()
     def add_items(self, item_tokens: torch.Tensor, text: torch.Tensor | None) -> None:

@@ -408,3 +408,30 @@ def test_an_added_item_always_joins_and_outranks_the_beam_when_it_scores_best():
     beam_only, _ = recommend_topk(model, trie, histories, k=3, settings=settings.replace(new_candidates=0))
     beam = beam_candidates(model, trie, histories[:1], beam_size=4)
     assert (N_ITEMS in beam_only[0].tolist()) == (N_ITEMS in beam.items[0].tolist())
+
+
+def test_catalog_vectors_are_reused_in_inference_until_a_weight_or_the_table_changes():
+    model = tiny_item_generator(5).eval()
+    emb = model.embedder
+
+    def fresh() -> torch.Tensor:
+        return emb(torch.arange(1, emb.num_items + 1))
+
+    with torch.no_grad():
+        first = emb.catalog()
+        assert emb.catalog() is first  # reused
+        torch.testing.assert_close(first, fresh())
+        model.shared.weight[3] += 1.0  # an in-place weight change (an optimizer step, a load)
+        second = emb.catalog()
+        assert second is not first
+        torch.testing.assert_close(second, fresh())
+        used = {tuple(c) for c in model.item_codes.tolist()}
+        for _ in range(2):  # twice without a lookup between: a freed table's id must not match
+            new_code = next(c for c in random_catalog(60, seed=11).tolist() if tuple(c) not in used)
+            used.add(tuple(new_code))
+            model.add_items(np.array([new_code]), np.ones((1, TEXT_DIM), dtype=np.float32))
+        third = emb.catalog()
+        assert third.shape[0] == N_ITEMS + 2
+        torch.testing.assert_close(third, fresh())
+    model.train()
+    assert emb.catalog() is not third  # training computes with gradients, never from the cache

@@ -151,20 +151,20 @@ async def _recommend(server: Server, histories: list[list[Any]], options: S.Reco
 
 def _add_read_routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/recommend", response_model=S.RecommendResponse, tags=["recommend"])
-    async def recommend(body: S.RecommendRequest, request: Request) -> dict[str, Any]:
+    async def recommend(body: S.RecommendRequest, request: Request) -> Response:
         """Top-k items for one history (item ids, oldest first)."""
         _ready(server)
         _check_read(request, server)
         results, version = await _recommend(server, [body.history], body)
-        return {**results[0], "catalog_version": version}
+        return JSONResponse({**results[0], "catalog_version": version})  # built to the schema: not re-validated
 
     @app.post("/v1/recommend/batch", response_model=S.BatchRecommendResponse, tags=["recommend"])
-    async def recommend_batch(body: S.BatchRecommendRequest, request: Request) -> dict[str, Any]:
+    async def recommend_batch(body: S.BatchRecommendRequest, request: Request) -> Response:
         """Top-k items for each of many histories (one answer per history, in order)."""
         _ready(server)
         _check_read(request, server)
         results, version = await _recommend(server, body.histories, body)
-        return {"results": results, "catalog_version": version}
+        return JSONResponse({"results": results, "catalog_version": version})
 
     @app.get("/v1/items/{item_id}", response_model=S.ItemInfo, tags=["catalog"])
     async def get_item(item_id: str, request: Request) -> dict[str, Any]:

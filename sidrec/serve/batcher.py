@@ -3,12 +3,15 @@
 The worker takes the first waiting request, then up to ``max_batch`` recommendation requests that are already
 queued or arrive within ``max_wait`` of it, and answers them with one batched call per distinct setting
 (``k``, ``exclude_seen``, ``cold_share``). Catalog writes and other jobs run on the same thread between
-batches, so a recommendation never sees a half-applied write. ``max_batch = 1`` turns batching off (the
-benchmark's reference). A full queue refuses at once (``QueueFull``: HTTP 503 with ``Retry-After``).
+batches, so a recommendation never sees a half-applied write; they go before waiting recommendations (a
+write waits for the batch being answered, not for the queue), so an add stays fast under read load.
+``max_batch = 1`` turns batching off (the benchmark's reference). A full queue refuses at once
+(``QueueFull``: HTTP 503 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -49,6 +52,7 @@ class _CallJob:
 
 
 _STOP = object()
+_CALL, _READ, _LAST = 0, 1, 2  # queue priorities: writes first, then reads, stop after everything queued
 
 
 class MicroBatcher:
@@ -66,7 +70,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._queue: queue.PriorityQueue = queue.PriorityQueue(maxsize=queue_size)  # (priority, seq, job)
+        self._seq = itertools.count()  # FIFO within a priority
         self._thread = threading.Thread(target=self._run, name="sidrec-batcher", daemon=True)
         self._thread.start()
 
@@ -76,7 +81,7 @@ class MicroBatcher:
 
     def submit(self, job: ReadJob | _CallJob) -> Future:
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait((_READ if isinstance(job, ReadJob) else _CALL, next(self._seq), job))
         except queue.Full:
             raise QueueFull(f"{self._queue.maxsize} requests are waiting") from None
         return job.future
@@ -87,14 +92,14 @@ class MicroBatcher:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Answer what is queued, then end the worker."""
-        self._queue.put(_STOP)
+        self._queue.put((_LAST, next(self._seq), _STOP))
         self._thread.join(timeout)
 
     # -- the worker --------------------------------------------------------------------------------
     def _run(self) -> None:
         pending: Any = None
         while True:
-            job = pending if pending is not None else self._queue.get()
+            job = pending if pending is not None else self._queue.get()[2]
             pending = None
             if job is _STOP:
                 return
@@ -111,7 +116,7 @@ class MicroBatcher:
         while len(batch) < self.max_batch:
             try:
                 wait = deadline - time.perf_counter()
-                nxt = self._queue.get_nowait() if wait <= 0 else self._queue.get(timeout=wait)
+                nxt = (self._queue.get_nowait() if wait <= 0 else self._queue.get(timeout=wait))[2]
             except queue.Empty:
                 return None
             if not isinstance(nxt, ReadJob):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -99,6 +100,7 @@ class Server:
                     return
             else:
                 self.state = CatalogState.open_writer(s.state_dir, run=s.run)
+            self._warm_up()
             self.batcher = MicroBatcher(recommend=self._recommend, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
                                         queue_size=s.queue_size, on_batch=self.metrics.batch_size.observe)
             logger.info("ready in %.1f s: %d items, catalog version %d (snapshot %s + %d logged writes)%s",
@@ -109,6 +111,18 @@ class Server:
         except Exception as e:  # noqa: BLE001 - reported by /readyz and the log, the process stays up
             self.error = f"{type(e).__name__}: {e}"
             logger.error("could not load the state: %s", self.error)
+
+    def _warm_up(self) -> None:
+        """Pay the one-time costs before answering: the first ranking call and (a writer) loading the embedding
+        model, so the first add is as fast as the others."""
+        rec = self.state.recommender
+        active = [i for i, on in zip(rec.tokenizer.item_ids, rec.ranker.active, strict=True) if on][:1]
+        if active:
+            rec.recommend([active], k=1)
+        if not self.settings.read_only:
+            rec.tokenizer.embed_new_items([("sidrec-warm-up", "warm up")])  # embeds only; nothing is added
+        gc.collect()
+        gc.freeze()  # the loaded model's objects leave the collector's view: no long full collections later
 
     def _wait_for_writer(self) -> CatalogState | None:
         while not self._stopping.is_set():

@@ -1,0 +1,81 @@
+"""kill -9 of `sidrec serve` while it takes writes: nothing acknowledged is lost (slow: real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from conftest import free_port  # noqa: E402
+
+from sidrec.serve import load_state  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def start_server(run, state, port: int, log) -> subprocess.Popen:
+    env = {**os.environ, "SIDREC_API_KEY": "k", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sidrec", "serve", str(run), "--state", str(state), "--port",
+                             str(port), "--threads", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, "the server exited"
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not become ready")
+
+
+def test_sigkill_under_writes_loses_nothing_acknowledged(item_run, tmp_path):
+    state, port = tmp_path / "state", free_port()
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = start_server(item_run, state, port, log)
+        url, acknowledged, stop = f"http://127.0.0.1:{port}", [], threading.Event()
+
+        def writer(w: int) -> None:
+            with httpx.Client(base_url=url, headers={"Authorization": "Bearer k"}, timeout=30) as client:
+                n = 0
+                while not stop.is_set():
+                    item_id = f"w{w}-{n}"
+                    try:
+                        r = client.post("/v1/items", json={"items": [{"item_id": item_id, "title": f"Soap {n}"}]})
+                    except httpx.HTTPError:
+                        return  # the server died mid-request: not acknowledged
+                    if r.status_code == 200:
+                        acknowledged.append(item_id)
+                    n += 1
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        while len(acknowledged) < 40:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no snapshot: only the change log
+        proc.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+        restarted = start_server(item_run, state, port, log)
+        try:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                for item_id in acknowledged:
+                    assert client.get(f"/v1/items/{item_id}").json()["status"] == "active", item_id
+                offline = load_state(state)  # the final snapshot + the replayed log, in this process
+                for history in (acknowledged[:3], acknowledged[-2:], offline.tokenizer.item_ids[:4]):
+                    served = client.post("/v1/recommend", json={"history": history, "k": 10}).json()
+                    assert [it["item_id"] for it in served["items"]] == [
+                        r.item_id for r in offline.recommend(history, k=10)]
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            restarted.wait(60)
