@@ -172,6 +172,9 @@ def test_add_remove_and_item_info(client):
     assert info["status"] == "removed" and not info["added_after_training"] and info["removed_at"]
     history = client.app.state.server.state.recommender.tokenizer.item_ids[1:4]
     assert old not in ids_of(client.post("/v1/recommend", json={"history": history, "k": 50}).json())
+    info = client.get("/v1/info").json()
+    assert info["family"] == "item" and info["preset"] == "generator/hybrid"
+    assert info["catalog"]["version"] == 2 and info["catalog"]["items"] == info["catalog"]["rows"] - 1
     metrics = client.get("/metrics").text
     for name in ("sidrec_requests_total", "sidrec_request_seconds_bucket", "sidrec_batch_size_bucket",
                  "sidrec_queue_depth", "sidrec_catalog_items", "sidrec_catalog_version 2.0",

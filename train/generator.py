@@ -53,19 +53,22 @@ def load_item_codes(run: str | Path, item_ids: Sequence[str]) -> tuple[np.ndarra
 def train_generator(
     cfg: GeneratorTrainConfig, run: str | Path, *, resume: bool = False, resume_id: str | None = None,
     overwrite: bool = False, keep_saved_config: bool = False, explicit_fields: frozenset[str] | None = None,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Train per ``cfg`` on ``run``; returns the training log (also written to ``RUN/generator/training.json``).
 
     ``resume``: continue run ``resume_id`` (None: the newest) from its newest state; ``overwrite``: allow
     replacing ``RUN/generator`` (a new run beside other runs' states, or a resumed run that did not make the
     current model); ``keep_saved_config``: on resume, take the run's saved values for fields that differ
-    (budgets too, unless named in ``explicit_fields``: the fields given on the command line).
+    (budgets too, unless named in ``explicit_fields``: the fields given on the command line). ``preset``: the
+    preset (or YAML) named on the command line, recorded in the model's provenance (``sidrec serve``'s /v1/info).
     Runs with ``cfg.torch_threads`` intra-op threads and restores the previous count afterwards (as SASRec).
     """
     validate_config(cfg)  # ranges and allowed values, before anything is built
     with torch_threads(cfg.torch_threads):
         trainer = GeneratorTrainer(cfg, RunFolder(run), resume=resume, resume_id=resume_id, overwrite=overwrite,
-                                   keep_saved_config=keep_saved_config, explicit_fields=explicit_fields)
+                                   keep_saved_config=keep_saved_config, explicit_fields=explicit_fields,
+                                   preset=preset)
         return trainer.train()
 
 
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_lock(args.run, "generator"):  # a second `sidrec train` (or --resume) of this run refuses at once
         train_generator(args.config, args.run, resume=args.resume, resume_id=args.resume_id,
                         overwrite=args.overwrite, keep_saved_config=args.keep_saved_config,
-                        explicit_fields=args.explicit_fields)
+                        explicit_fields=args.explicit_fields, preset=args.config_name)
     return 0
 
 

@@ -106,8 +106,8 @@ class GeneratorTrainer:
 
     def __init__(self, cfg: GeneratorTrainConfig, run: RunFolder, *, resume: bool = False,
                  resume_id: str | None = None, overwrite: bool = False, keep_saved_config: bool = False,
-                 explicit_fields: frozenset[str] | None = None) -> None:
-        self.cfg, self.run = cfg, run
+                 explicit_fields: frozenset[str] | None = None, preset: str | None = None) -> None:
+        self.cfg, self.run, self.preset = cfg, run, preset
         self.resume, self.resume_id, self.overwrite = resume, resume_id, overwrite
         self.keep_saved_config, self.explicit_fields = keep_saved_config, explicit_fields
         self.progress = Progress(history=[], loss_curve=[])
@@ -139,7 +139,7 @@ class GeneratorTrainer:
         accelerator.wait_for_everyone()
         logger.info("training run %s (states in %s)", self.plan.run_id, self.plan.state_dir)
         self.provenance = {"dataset_fingerprint": fingerprint, "semantic_ids": self.tokenizer.table_record(),
-                           "train_run_id": self.plan.run_id}
+                           "train_run_id": self.plan.run_id, "preset": self.preset}
         self.task = build_task(TaskContext(cfg=cfg, run=run.root, dataset=dataset, tokenizer=self.tokenizer,
                                            accelerator=accelerator))
         self.data = self._validation_data()

@@ -27,6 +27,7 @@ from sidrec.serve.batcher import QueueFull
 from sidrec.serve.middleware import BodyLimitAndMetrics
 from sidrec.serve.server import Server, ServeSettings, UnknownItems
 from sidrec.serve.state import Conflict, default_state_dir
+from sidrec.utils.provenance import GENERATOR_PROVENANCE_ATTR
 from sidrec.utils.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def _info(server: Server) -> dict[str, Any]:
     config = rec.model.config
     return {
         "sidrec_version": __version__, "family": getattr(config, "sidrec_family", None),
-        "preset": getattr(config, "sidrec_preset", None),
+        "preset": (getattr(config, GENERATOR_PROVENANCE_ATTR, None) or {}).get("preset"),  # as trained
         "model": {k: getattr(config, k, None) for k in ("d_model", "num_layers", "num_decoder_layers", "max_items")},
         "decoding": rec.settings.to_dict() if hasattr(rec.settings, "to_dict") else None,
         "fused_with_sasrec": rec.fusion is not None,
