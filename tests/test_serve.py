@@ -176,6 +176,7 @@ def test_add_remove_and_item_info(client):
     assert info["family"] == "item" and info["preset"] == "generator/hybrid"
     assert info["catalog"]["version"] == 2 and info["catalog"]["items"] == info["catalog"]["rows"] - 1
     metrics = client.get("/metrics").text
+    assert 'sidrec_request_seconds_count{endpoint="/v1/items",method="POST",status="200"} 1.0' in metrics
     for name in ("sidrec_requests_total", "sidrec_request_seconds_bucket", "sidrec_batch_size_bucket",
                  "sidrec_queue_depth", "sidrec_catalog_items", "sidrec_catalog_version 2.0",
                  "sidrec_writes_since_snapshot 2.0"):

@@ -21,8 +21,8 @@ class ServeMetrics:
         r = self.registry
         self.requests = Counter("sidrec_requests", "HTTP requests answered", ["endpoint", "method", "status"],
                                 registry=r)
-        self.latency = Histogram("sidrec_request_seconds", "time from request to answer", ["endpoint", "method"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("sidrec_request_seconds", "time from request to answer",
+                                 ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("sidrec_batch_size", "histories per batched recommender call",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.writes = Counter("sidrec_catalog_writes", "catalog writes acknowledged", ["op"], registry=r)
@@ -37,7 +37,7 @@ class ServeMetrics:
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
-        self.latency.labels(endpoint, method).observe(seconds)
+        self.latency.labels(endpoint, method, str(status)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
