@@ -34,6 +34,7 @@ from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from sidrec.seqmodel.vocab import EOS_TOKEN_ID, PAD_TOKEN_ID, SemanticIdVocab
 from sidrec.utils import atomic_dir, load_safetensors_into, read_json
+from sidrec.utils.io import safetensors_os_errors
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def save_generator_folder(model: nn.Module, directory: str | os.PathLike) -> Non
     ``vocab.json``, written into a temporary folder and swapped in (``atomic_dir``)."""
     with atomic_dir(directory) as tmp:
         model.config.to_json_file(str(Path(tmp) / CONFIG_FILE))
-        save_model(model, str(Path(tmp) / WEIGHTS_FILE))
+        with safetensors_os_errors(Path(directory) / WEIGHTS_FILE):
+            save_model(model, str(Path(tmp) / WEIGHTS_FILE))
         model.vocab.save(tmp)
 
 class SemanticIdGenerator(T5ForConditionalGeneration):

@@ -36,6 +36,7 @@ from torch import nn
 
 from sidrec.utils import atomic_dir
 from sidrec.utils.config import Choice, Range, Rule
+from sidrec.utils.io import safetensors_os_errors
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,8 @@ class SASRec(nn.Module):
             (tmp / "config.json").write_text(
                 json.dumps({"model_type": "sasrec", **dataclasses.asdict(self.config), **extra}, indent=2) + "\n"
             )
-            save_file(state, str(tmp / "model.safetensors"))
+            with safetensors_os_errors(Path(path) / "model.safetensors"):
+                save_file(state, str(tmp / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SASRec:

@@ -229,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", e)
         logger.debug("where it was raised", exc_info=True)
         return 1
-    except OSError as e:  # disk full, read-only, file-size limit, permissions: one line, the traceback with -v
-        logger.error("%s", os_error_line(e))
+    except Exception as e:  # disk full, read-only, file-size limit, permissions: one line, the traceback with -v
+        from sidrec.utils.io import as_os_error
+
+        os_error = as_os_error(e)  # an OSError, or a library's wrapper of one (safetensors in accelerate's states)
+        if os_error is None:
+            raise
+        logger.error("%s", os_error_line(os_error))
         logger.debug("where it was raised", exc_info=True)
         return 1
 

@@ -880,6 +880,51 @@ def test_a_file_size_limit_during_prepare_is_one_line(tmp_path):
     assert "file-size limit" in done.stderr and "Traceback" not in done.stderr
 
 
+FULL_DISK_SCRIPT = """
+import os, shutil, subprocess, sys
+from pathlib import Path
+import sidrec
+from sidrec.cli import main as cli_main
+run, disk = Path(sys.argv[1]), Path(sys.argv[2])
+release_bytes = sum(f.stat().st_size for d in ("tokenizer", "generator") for f in (run / d).rglob("*") if f.is_file())
+size_kb = (release_bytes * 3 // 2) // 1024 + 64  # room for one release and half of another
+subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(disk)], check=True)
+rec = sidrec.Recommender.from_pretrained(run)
+rec.save_pretrained(disk / "release")  # fits
+before = {p.relative_to(disk): p.read_bytes() for p in (disk / "release").rglob("*") if p.is_file()}
+rec.remove_items([rec.tokenizer.item_ids[0]])
+try:
+    rec.save_pretrained(disk / "release")  # the temporary sibling fills the disk
+except OSError as e:
+    print("save failed:", e.strerror)
+else:
+    sys.exit("the second save fitted: the test sized the disk wrong")
+after = {p.relative_to(disk): p.read_bytes() for p in (disk / "release").rglob("*") if p.is_file()}
+assert after == before, "the old release changed"
+assert sorted(p.name for p in disk.iterdir()) == ["release"], sorted(p.name for p in disk.iterdir())
+again = sidrec.Recommender.from_pretrained(disk / "release")
+assert again.num_items == rec.num_items + 1  # the old release, removal not saved
+code = cli_main(["prepare", "--dataset", sys.argv[3], "--out", str(disk / "run2")])
+print("prepare exit", code)
+"""
+
+
+def test_a_real_full_disk_during_save_keeps_the_old_release(run, tmp_path):
+    """A real full disk: a small tmpfs mounted in a user namespace (skipped where unshare is not allowed)."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces here: the fake ENOSPC writer tests cover the same paths")
+    (tmp_path / "disk").mkdir()
+    src = write_slice(shared("amazon2014_beauty"), tmp_path / "src", 3000)  # a dataset that cannot fit either
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK_SCRIPT)
+    done = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(run), str(tmp_path / "disk"),
+                           str(src)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "save failed: No space left on device" in done.stdout
+    assert "prepare exit 1" in done.stdout and "No space left on device (the disk is full" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_second_writer_of_a_stage_refuses_at_once_naming_the_holder(run):
     from sidrec.utils.locks import stage_lock
 

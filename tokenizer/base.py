@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from sidrec.tokenizer.embeddings import check_embeddings
 from sidrec.utils import atomic_write_json, follow_umask, load_safetensors, read_json
+from sidrec.utils.io import safetensors_os_errors
 
 if TYPE_CHECKING:
     from sidrec.tokenizer.config import TokenizerConfig
@@ -213,8 +214,9 @@ class Quantizer(ABC):
         """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()},
-                  str(d / "model.safetensors"))
+        with safetensors_os_errors(d / "model.safetensors"):
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()},
+                      str(d / "model.safetensors"))
         follow_umask(d / "model.safetensors")  # safetensors writes 0600 whatever the umask
         atomic_write_json(d / "config.json", self.get_config())
 

@@ -47,6 +47,7 @@ from sidrec.utils import (
     read_json,
 )
 from sidrec.utils.ids import bad_id_char, describe_char, split_lines
+from sidrec.utils.io import safetensors_os_errors
 from sidrec.utils.memory import paused_gc
 from sidrec.utils.provenance import check_table, table_record
 from sidrec.utils.threads import torch_threads
@@ -396,11 +397,13 @@ class SemanticIdTokenizer:
             if bad_id_char(item) is not None:
                 raise ValueError(f"item_id {item!r} holds {describe_char(bad_id_char(item))}, a tab or line-break "
                                  f"character, and cannot be written to {TABLE_FILE}; rename the item")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.quantizer.state_tensors().items()},
-                  str(d / "model.safetensors"))
+        with safetensors_os_errors(d / "model.safetensors"):
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.quantizer.state_tensors().items()},
+                      str(d / "model.safetensors"))
         follow_umask(d / "model.safetensors")  # safetensors writes 0600 whatever the umask
         if self.features is not None:
-            save_file(self.features.state_tensors(), str(d / FEATURES_FILE))
+            with safetensors_os_errors(d / FEATURES_FILE):
+                save_file(self.features.state_tensors(), str(d / FEATURES_FILE))
             follow_umask(d / FEATURES_FILE)
         lines = ["item_id\tcodes"] + [f"{item}\t{' '.join(map(str, row))}"
                                       for item, row in zip(self.item_ids, self.codes.tolist(), strict=True)]

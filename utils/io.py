@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "as_os_error",
+    "safetensors_os_errors",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -208,3 +211,27 @@ def load_safetensors_into(model: Any, path: str | os.PathLike, *, strict: bool =
     except Exception as e:
         raise _safetensors_error(path, e, fix) from e
     return list(missing), list(unexpected)
+
+
+def as_os_error(error: BaseException, path: str | os.PathLike | None = None) -> OSError | None:
+    """``error`` as the ``OSError`` it is: itself, or safetensors' ``SafetensorError`` for an I/O failure ("...
+    No space left on device (os error 28)"), which is not an ``OSError``; None for anything else."""
+    if isinstance(error, OSError):
+        return error
+    if type(error).__name__ == "SafetensorError" and (m := re.search(r"os error (\d+)", str(error))):
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code), None if path is None else str(path))
+    return None
+
+
+@contextlib.contextmanager
+def safetensors_os_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Around a safetensors write: a full disk or a file-size limit raises ``OSError`` naming ``path`` (found
+    on a real full tmpfs), so callers and the CLI handle it like every other write."""
+    try:
+        yield
+    except Exception as e:
+        converted = as_os_error(e, path)
+        if converted is None or converted is e:
+            raise
+        raise converted from e
