@@ -183,8 +183,7 @@ class Recommender:
             return NewItems(ids=[], codes=np.zeros((0, self.tokenizer.num_levels), dtype=np.int64), text=None,
                             titles=[])
         self._refuse_removed(items)
-        ids, emb = self.tokenizer.embed_new_items(items, cache_dir=cache_dir)
-        codes = self.tokenizer.plan_codes(ids, emb)  # (M, L)
+        ids, emb, codes = self.tokenizer.plan_new_items(items, cache_dir=cache_dir)  # codes (M, L)
         reads_text = getattr(self.model, "reads_text", False)
         return NewItems(ids=ids, codes=codes, text=np.asarray(emb, dtype=np.float32) if reads_text else None,
                         titles=[it.get("title") for it in items])

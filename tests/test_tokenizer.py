@@ -133,14 +133,49 @@ def test_assign_keeps_existing_ids(tok, beauty_emb, tmp_path):  # noqa: F811
         t.assign_embeddings(["m"], beauty_emb[:1, :10])
 
 
-def test_assign_overflow_is_an_error_and_changes_nothing(beauty_items, beauty_emb):  # noqa: F811
+def test_assign_overflow_takes_the_nearest_group_with_room(beauty_items, beauty_emb, caplog):  # noqa: F811
     t = _fit(beauty_items, beauty_emb, collision_min_size=2)
+    cap = t.level_sizes[-1]
+    group = (t.codes[:, :-1] == t.codes[0, :-1]).all(1).sum()
+    copies = np.repeat(beauty_emb[:1], cap - group + 1, axis=0)  # one more than the first item's group holds
+    with caplog.at_level("INFO"):
+        new = t.assign_embeddings([f"c{i}" for i in range(len(copies))], copies)
+    _assert_valid_table(t)
+    own = tuple(t.codes[0, :-1])
+    assert sum(tuple(r[:-1]) == own for r in new.tolist()) == cap - group  # the group filled up
+    moved = [r for r in new.tolist() if tuple(r[:-1]) != own]
+    assert len(moved) == 1 and moved[0][:-2] == list(own[:-1])  # the nearest last-level code with room
+    assert "took the nearest one with room" in caplog.text
+
+
+def test_assign_overflow_of_every_near_group_is_an_error_and_changes_nothing(beauty_items, beauty_emb):  # noqa: F811
+    t = _fit(beauty_items, beauty_emb, collision_min_size=2, reassign_candidates=1)  # only its own group
     cap = t.level_sizes[-1]
     group = (t.codes[:, :-1] == t.codes[0, :-1]).all(1).sum()
     copies = np.repeat(beauty_emb[:1], cap - group + 1, axis=0)
     with pytest.raises(ValueError, match="collision level holds"):
         t.assign_embeddings([f"c{i}" for i in range(len(copies))], copies)
     assert t.num_items == 600 and len(t.codes) == 600
+
+
+def test_adding_items_is_refused_after_the_chunk_that_overflows(beauty_items, beauty_emb, monkeypatch):  # noqa: F811
+    """A catalog that cannot take the items stops embedding at the chunk that overflows; nothing is added."""
+    import sidrec.tokenizer.semantic_ids as sid
+
+    t = _fit(beauty_items, beauty_emb, collision_min_size=2, reassign_candidates=1)
+    cap = t.level_sizes[-1]
+    group = (t.codes[:, :-1] == t.codes[0, :-1]).all(1).sum()
+    embedded: list[int] = []
+
+    def fake_embed(texts, **kwargs):  # every new item embeds like item 0: they all want one group
+        embedded.append(len(texts))
+        return np.repeat(beauty_emb[:1], len(texts), axis=0)
+
+    monkeypatch.setattr(sid, "embed_texts", fake_embed)
+    n = 40 * (cap - group + 1)
+    with pytest.raises(ValueError, match="nothing was added"):
+        t.plan_new_items([(f"n{i}", "same text") for i in range(n)], chunk=cap)
+    assert sum(embedded) <= 2 * cap < n and t.num_items == 600  # stopped early, table unchanged
 
 
 def test_assign_reassign_strategy_prefers_free_code(beauty_items, beauty_emb):  # noqa: F811

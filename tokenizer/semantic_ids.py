@@ -58,6 +58,7 @@ FORMAT = "sidrec.semantic_ids"
 FORMAT_VERSION = 1
 TABLE_FILE = "semantic_ids.tsv"
 FEATURES_FILE = "features.safetensors"
+PLAN_CHUNK = 1024  # new items embedded and given codes at a time (a full catalog is refused after one chunk)
 
 NewItem = Mapping[str, Any] | tuple[str, str]
 
@@ -253,10 +254,30 @@ class SemanticIdTokenizer:
         fit and are not recomputed. ``ValueError`` (and no change) for an existing or repeated item_id,
         or when a group would outgrow the collision level.
         """
-        ids, emb = self.embed_new_items(new_items, cache_dir=cache_dir, show_progress=show_progress)
+        ids, _, codes = self.plan_new_items(new_items, cache_dir=cache_dir, show_progress=show_progress)
+        self.append_items(ids, codes)
+        return codes
+
+    def plan_new_items(self, new_items: Iterable[NewItem], *, cache_dir: str | os.PathLike | None = None,
+                       show_progress: bool = False, chunk: int = PLAN_CHUNK) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(ids, embeddings (M, D), codes (M, L))`` for new items; the table is unchanged.
+
+        Embeds and plans ``chunk`` items at a time, each chunk against the table and the chunks before it, so
+        that a catalog that cannot take the items is refused after the chunk that overflows, not after
+        embedding all of them."""
+        ids, texts = self._parse_new_items(new_items)
+        embs: list[np.ndarray] = []
+        codes: list[np.ndarray] = []
+        for start in range(0, len(ids), chunk):
+            emb = embed_texts(texts[start : start + chunk], model_name=self.config.embedding_model,
+                              template=self.text_template, cache_dir=cache_dir,
+                              batch_size=self.config.embedding_batch_size, show_progress=show_progress)
+            pending = np.concatenate(codes) if codes else None
+            codes.append(self.plan_codes(ids[start : start + chunk], emb, pending=pending))
+            embs.append(emb)
         if not ids:
-            return np.zeros((0, self.num_levels), dtype=np.int64)
-        return self.assign_embeddings(ids, emb)
+            return [], np.zeros((0, self.text_dim), dtype=np.float32), np.zeros((0, self.num_levels), dtype=np.int64)
+        return ids, np.concatenate(embs), np.concatenate(codes)
 
     def embed_new_items(self, new_items: Iterable[NewItem], *, cache_dir: str | os.PathLike | None = None,
                         show_progress: bool = False) -> tuple[list[str], np.ndarray]:
@@ -314,11 +335,15 @@ class SemanticIdTokenizer:
         self.append_items(ids, codes)
         return codes
 
-    def plan_codes(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+    def plan_codes(self, item_ids: Sequence[str], embeddings: np.ndarray, *,
+                   pending: np.ndarray | None = None) -> np.ndarray:
         """The codes ``(M, L)`` that ``assign_embeddings`` would give these new items; the table is unchanged.
 
         A caller that must record the codes before the catalog changes (a server's change log) plans, records,
-        then applies them with ``append_items``."""
+        then applies them with ``append_items``. ``pending``: codes planned for other new items, not appended
+        yet, that these must not collide with. An item whose own collision group is full goes to the nearest
+        of its ``reassign_candidates`` last-level codes whose group has room (counted in the log); only when
+        none has room is the whole call refused."""
         ids = [_new_item_id(i, n) for n, i in enumerate(item_ids)]
         self._check_new_ids(ids)
         emb = check_embeddings(embeddings, dim=self.text_dim, what="new item embeddings")
@@ -326,28 +351,33 @@ class SemanticIdTokenizer:
             raise ValueError(f"{len(ids)} new item_ids but {len(emb)} embedding rows")
         emb = self.quantizer_input(emb)  # + a collaborative vector predicted from the text, when the codes carry one
         prefix = self.quantizer.encode(emb)  # (M, L-1)
-        cands = (self.quantizer.last_level_candidates(emb, self.config.reassign_candidates)
-                 if self.config.collision_strategy == "reassign" else prefix[:, -1:])
+        cands = self.quantizer.last_level_candidates(emb, self.config.reassign_candidates)  # (M, C), col 0 = own
         next_free: dict[tuple[int, ...], int] = {}
-        for row in map(tuple, self.codes.tolist()):
+        taken = self.codes if pending is None or not len(pending) else np.concatenate([self.codes, pending])
+        for row in map(tuple, taken.tolist()):
             head = row[:-1]
             next_free[head] = max(next_free.get(head, 0), row[-1] + 1)
-        cap = self.level_sizes[-1]
+        cap, moved = self.level_sizes[-1], 0
+        reassign = self.config.collision_strategy == "reassign"
         new_codes = np.zeros((len(ids), self.num_levels), dtype=np.int64)
         for i in range(len(ids)):
-            head = tuple(prefix[i].tolist())
-            for c in cands[i].tolist():  # a free semantic prefix among the candidates (column 0 = own)
-                alt = (*head[:-1], int(c))
-                if alt not in next_free:
-                    head = alt
-                    break
+            own = tuple(prefix[i].tolist())
+            alts = [(*own[:-1], int(c)) for c in cands[i].tolist()]  # nearest last-level codes first
+            head = next((a for a in alts if a not in next_free), own) if reassign else own  # a free prefix
+            if next_free.get(head, 0) >= cap:  # its group is full: the nearest group with room
+                head = next((a for a in alts if next_free.get(a, 0) < cap), None)
+                if head is None:
+                    raise ValueError(
+                        f"new item {ids[i]!r}: its semantic group {own} and its {len(alts) - 1} nearest ones are "
+                        f"full (the collision level holds {cap}); nothing was added. Refit the tokenizer with a "
+                        "larger --collision-min-size (or more levels), or raise --reassign-candidates")
+                moved += 1
             idx = next_free.get(head, 0)
-            if idx >= cap:
-                raise ValueError(
-                    f"new item {ids[i]!r} would be number {idx + 1} sharing semantic codes {head}, but the collision "
-                    f"level holds {cap}; refit the tokenizer with a larger --collision-min-size (or more levels)")
             next_free[head] = idx + 1
             new_codes[i] = (*head, idx)
+        if moved:
+            logger.info("%d new item(s) found their own semantic group full and took the nearest one with room",
+                        moved)
         return new_codes
 
     def append_items(self, item_ids: Sequence[str], codes: np.ndarray) -> None:
