@@ -5,7 +5,7 @@ from sidrec.decoding.beam import BeamSearchResult, UserExclusions, constrained_b
 from sidrec.decoding.exact import DigitCatalog, ExactRanker, exact_scores, exact_topk, rank_exact
 from sidrec.decoding.hf_oracle import hf_constrained_generate, topk_mismatches, trie_prefix_allowed_tokens_fn
 from sidrec.decoding.prior import CodePrior
-from sidrec.decoding.rankers import BeamRanker, make_ranker, ranks_exactly
+from sidrec.decoding.rankers import BeamRanker, make_ranker, ranks_exactly, scores_whole_catalog
 from sidrec.decoding.recommend import (
     Candidates,
     beam_candidates,
@@ -42,6 +42,7 @@ __all__ = [
     "popularity_prior",
     "rank_exact",
     "ranks_exactly",
+    "scores_whole_catalog",
     "recommend_topk",
     "reserve_cold",
     "topk_mismatches",

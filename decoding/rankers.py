@@ -23,12 +23,20 @@ from sidrec.decoding.rerank import reserve_cold
 from sidrec.decoding.settings import DecodingSettings
 from sidrec.decoding.trie import CatalogTrie
 
-__all__ = ["BeamRanker", "ExactRanker", "make_ranker", "ranks_exactly"]
+__all__ = ["BeamRanker", "ExactRanker", "make_ranker", "ranks_exactly", "scores_whole_catalog"]
 
 
 def ranks_exactly(model: Any) -> bool:
     """Whether the generator scores every catalog item exactly (``digit_scores``: the ``parallel`` family)."""
     return hasattr(model, "digit_scores")
+
+
+def scores_whole_catalog(model: Any) -> bool:
+    """Whether the generator has a score for every catalog item (what fusion with SASRec needs): exact ranking
+    (``parallel``), or a dense head (``item``/``hybrid``: its dense scores; its beam scores only candidates)."""
+    from sidrec.decoding.recommend import has_dense_head
+
+    return ranks_exactly(model) or has_dense_head(model)
 
 
 class BeamRanker:
@@ -61,6 +69,22 @@ class BeamRanker:
         if self._prior is None:
             self._prior = popularity_prior(self.model, self.trie)
         return self._prior
+
+    @torch.no_grad()
+    def full_scores(self, histories: Sequence[Sequence[int]], *, dense_weight: float = 0.0) -> torch.Tensor:
+        """``(B, N)`` the dense head's score of every catalog item (``-inf`` where the catalog does not offer
+        it): a beam generator's only score of the whole catalog, which fusion with SASRec needs. Unscaled
+        (``dense_weight`` weighs the dense score against log-probabilities, which are not part of it)."""
+        from sidrec.decoding.recommend import has_dense_head
+
+        if not has_dense_head(self.model):
+            raise ValueError(f"a {getattr(self.model, 'family', 'tiger')!r} generator without a dense head scores "
+                             "only its beam's candidates, not the whole catalog")
+        device = next(self.model.parameters()).device
+        input_ids, mask = (t.to(device) for t in self.model.history_inputs([list(h) for h in histories]))
+        n = self.trie.num_items
+        out = self.model.dense_logits(self.model.user_states(input_ids, mask)).float().cpu()[:, :n]  # (B, N)
+        return out.masked_fill(~torch.from_numpy(self.trie.active)[None, :], float("-inf"))
 
     @torch.no_grad()
     def recommend(self, histories: Sequence[Sequence[int]], *, k: int, settings: DecodingSettings | None = None,

@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in the output folder")
     p.add_argument("--fuse", default=None, choices=("sasrec",),
                    help="add the generator fused with SASRec (weight and normalization chosen on VALID, saved as "
-                        "RUN/fusion.json); needs a generator that scores the whole catalog (family parallel)")
+                        "RUN/fusion.json); needs a generator that scores the whole catalog (family parallel, or a "
+                        "dense head: item/hybrid, whose dense scores are fused)")
     p.add_argument("--cold-share", default="",
                    help="TIGER's epsilon: comma list of shares of each generator list reserved for cold-start items "
                         "(rows the tokenizer assigned after its fit), one extra row each, e.g. 0.1,0.2")

@@ -6,7 +6,9 @@
 tries every normalization (``zscore``, ``logsoftmax``) and weight of ``WEIGHTS``; the best VALID NDCG@10 wins
 (ties: the smaller SASRec weight) and is saved as ``RUN/fusion.json`` with the grid. TEST is never read here.
 ``FusedScorer`` is the fused model as a scorer for the evaluation harness. Fusion needs a generator that
-scores the whole catalog (the ``parallel`` family); a beam generator only scores its candidates.
+scores the whole catalog: the ``parallel`` family (its exact log-probabilities), or a generator with a dense
+head (``item``/``hybrid``: its dense scores, since its beam scores only its candidates). A ``tiger`` generator
+cannot be fused.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class FusedScorer:
 
     def __init__(self, *, generator, sasrec, settings: FusionSettings, batch_size: int = 256,
                  exclude_history: bool = False) -> None:
-        from sidrec.decoding import ranks_exactly
+        from sidrec.decoding import scores_whole_catalog
 
-        if not ranks_exactly(generator.model):
-            raise ValueError(f"fusion needs a generator that scores the whole catalog (family parallel); this one "
-                             f"is {generator.model.family!r}, whose beam scores only its candidates")
+        if not scores_whole_catalog(generator.model):
+            raise ValueError(f"fusion needs a generator that scores the whole catalog (family parallel, or a dense "
+                             f"head: item/hybrid); this one is {generator.model.family!r}, whose beam scores only "
+                             "its candidates")
         self.generator, self.sasrec, self.settings = generator, sasrec, settings
         self.batch_size, self.exclude_history = batch_size, exclude_history
         self.name = fused_name()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sidrec.data import load_catalog, save_catalog
-from sidrec.decoding import DecodingSettings, make_ranker, ranks_exactly
+from sidrec.decoding import DecodingSettings, make_ranker, scores_whole_catalog
 from sidrec.decoding.fusion import FusionSettings, fuse_scores
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
@@ -93,8 +93,9 @@ class Recommender:
         # (SASRec, FusionSettings): rank by the fused scores of both (``sidrec.decoding.fusion``); None = the generator
         self.fusion = None
         if fusion is not None:
-            if not ranks_exactly(self.model):
-                raise ValueError("fusion needs a generator that scores the whole catalog (family parallel)")
+            if not scores_whole_catalog(self.model):
+                raise ValueError("fusion needs a generator that scores the whole catalog (family parallel, or a "
+                                 "dense head: item/hybrid)")
             self.fusion = (fusion[0].to(self.device).eval(), fusion[1])
 
     # -- loading and saving ---------------------------------------------------------------------

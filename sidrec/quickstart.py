@@ -1,8 +1,8 @@
 """``sidrec quickstart``: the whole pipeline on the bundled Beauty data, on a laptop CPU.
 
 prepare -> train SASRec -> tokenize -> train the generator (the ``hybrid`` preset: it wins on VALID at this
-budget) -> evaluate (test split, with baselines; with a generator that scores the whole catalog, also fused
-with SASRec) -> a few sample recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for
+budget) -> evaluate (test split, with baselines; with a generator that scores the whole catalog, the default
+included, also fused with SASRec) -> a few sample recommendations, in under 30 minutes on 2 CPU cores (see the README's Results for
 the measured time). SASRec runs before the tokenizer so that codes can carry its collaborative signal
 (``--tokenizer-args "--cf-from baselines/sasrec"``, what the ``parallel`` family uses). The generator and SASRec
 train on step and epoch budgets measured on an idle machine (``--generator-steps``, ``--sasrec-epochs``; SASRec
@@ -125,12 +125,14 @@ def _summary(run: Path, seconds: dict[str, float]) -> None:
 
 
 def _fuse_args(generator_config: str, skip: set[str]) -> list[str]:
-    """``--fuse sasrec`` when the generator scores the whole catalog (the parallel family) and SASRec is trained."""
+    """``--fuse sasrec`` when the generator scores the whole catalog (the parallel family, or a dense head: the
+    hybrid default) and SASRec is trained."""
     from sidrec.train.generator_config import GeneratorTrainConfig
     from sidrec.utils import load_config
 
-    family = load_config(GeneratorTrainConfig, generator_config).family
-    return ["--fuse", "sasrec"] if family == "parallel" and "sasrec" not in skip else []
+    cfg = load_config(GeneratorTrainConfig, generator_config)
+    whole = cfg.family == "parallel" or (cfg.family == "item" and cfg.dense_head)
+    return ["--fuse", "sasrec"] if whole and "sasrec" not in skip else []
 
 
 def _plan(args: argparse.Namespace, run: Path, skip: set[str]) -> dict[str, tuple]:

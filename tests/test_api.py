@@ -160,3 +160,33 @@ def test_evaluate_reports_the_hybrid_ablation(item_run, tmp_path):
         assert block["training"] == {"minutes": round(log["train_seconds"] / 60, 2), "steps": log["steps"],
                                      "best_step": log["best_step"]}
     assert f"{log['steps']:,} steps (best {log['best_step']:,})" in report
+
+
+def test_a_dense_head_generator_is_fused_with_sasrec_over_the_whole_catalog(item_run, tmp_path):
+    """The default family scores the whole catalog with its dense head: that is what is fused with SASRec."""
+    import torch
+
+    from sidrec.decoding.fusion import FusionSettings
+    from sidrec.eval.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(item_run, run)
+    assert cli_main(["sasrec", "--run", str(run), "--epochs", "1", "--hidden-size", "16"]) == 0
+    rec = sidrec.Recommender.from_pretrained(run)
+    histories = [[0, 1, 2], [5]]
+    rec.remove_items([rec.tokenizer.item_ids[7]])
+    full = rec.ranker.full_scores(histories)  # (B, N): the dense head over every item, -inf where removed
+    model = rec.model
+    ids, mask = model.history_inputs(histories)
+    with torch.no_grad():
+        expected = model.dense_logits(model.user_states(ids, mask))[:, : rec.tokenizer.num_items]
+    torch.testing.assert_close(full[:, :7], expected[:, :7])
+    assert torch.isinf(full[:, 7]).all()
+    result = evaluate_run(run, split="test", baselines=["sasrec"], n_boot=0, fuse="sasrec", out=tmp_path / "eval")
+    fused = result["generator_variants"]["generator + sasrec (fused)"]
+    assert fused["metrics"]["invalid_rate"] == 0
+    assert FusionSettings.load(run).norm == result["fusion"]["norm"]
+    fused_rec = sidrec.Recommender.from_pretrained(run, fuse=True)
+    history = fused_rec.tokenizer.item_ids[:3]
+    top = fused_rec.recommend(history, k=5)
+    assert len(top) == 5 and not set(history) & {r.item_id for r in top}
