@@ -7,8 +7,11 @@ Per user, each model's scores over the catalog are normalized (``zscore``: minus
 scored items, over their standard deviation; or ``logsoftmax``: the model's own log-probabilities over the
 catalog), then ``fused = (1 - weight) * generator + weight * sasrec``. Items SASRec cannot score (born after it
 was trained: its ``known_items``) take the generator's normalized score in SASRec's place, so for them the
-fused score is the generator's alone, on the same scale as everyone else's. The weight and the normalization
-are chosen on VALID (``sidrec.eval.fusion``) and saved as ``fusion.json``.
+fused score is the generator's alone, on the same scale as everyone else's. ``popularity`` then subtracts
+``popularity * log(1 + training count)`` from every item (0 = off; new items, count 0, are untouched):
+SASRec's share carries its popularity bias into the fused list, and this takes it back where VALID says so.
+The weight, the normalization and the correction are chosen on VALID (``sidrec.eval.fusion``) and saved as
+``fusion.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FUSION_FILE", "NORMS", "FusionSettings", "fuse_scores", "normalize"]
+__all__ = ["FUSION_FILE", "NORMS", "FusionSettings", "fuse_scores", "log_popularity", "normalize"]
 
 FUSION_FILE = "fusion.json"
 NORMS = ("zscore", "logsoftmax")
@@ -30,16 +33,20 @@ NORMS = ("zscore", "logsoftmax")
 @dataclass(frozen=True)
 class FusionSettings:
     """``weight``: SASRec's share of the fused score (0 = the generator alone, 1 = SASRec alone); ``norm``: how
-    each model's scores are put on one scale per user (``NORMS``)."""
+    each model's scores are put on one scale per user (``NORMS``); ``popularity``: the weight of the popularity
+    correction (``-popularity * log(1 + training count)``, 0 = none)."""
 
     weight: float = 0.5
     norm: str = "zscore"
+    popularity: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"fusion weight must be in [0, 1], got {self.weight}")
         if self.norm not in NORMS:
             raise ValueError(f"fusion norm must be one of {NORMS}, got {self.norm!r}")
+        if self.popularity < 0:
+            raise ValueError(f"fusion popularity correction must be >= 0, got {self.popularity}")
 
     def save(self, folder: str | os.PathLike, **extra: Any) -> None:
         """Write ``folder/fusion.json`` (the settings plus ``extra``: e.g. the VALID grid they won)."""
@@ -54,7 +61,8 @@ class FusionSettings:
         path = Path(folder) / FUSION_FILE
         raw = read_json(path, fix="run `sidrec evaluate --fuse sasrec` again or restore the file")
         try:
-            return cls(weight=float(raw["weight"]), norm=str(raw["norm"]))
+            return cls(weight=float(raw["weight"]), norm=str(raw["norm"]),
+                       popularity=float(raw.get("popularity", 0.0)))  # files before the correction: none
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path} does not hold fusion settings ({e}); run `sidrec evaluate --fuse sasrec` "
                              "again") from e
@@ -72,12 +80,26 @@ def normalize(scores: torch.Tensor, norm: str) -> torch.Tensor:
     return ((scores - mean) / var.sqrt().clamp(min=1e-6)).masked_fill(~finite, float("-inf"))
 
 
-def fuse_scores(generator: torch.Tensor, sasrec: torch.Tensor, settings: FusionSettings) -> torch.Tensor:
+def log_popularity(item_counts: torch.Tensor | Any) -> torch.Tensor:
+    """``(N,)`` ``log(1 + training count)`` per item: what the popularity correction scales."""
+    return torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32).clamp(min=0))
+
+
+def fuse_scores(generator: torch.Tensor, sasrec: torch.Tensor, settings: FusionSettings,
+                log_pop: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, N)`` fused scores (see the module docstring). Items the generator does not offer (``-inf``) stay
-    ``-inf``; items SASRec does not score (``-inf`` there, e.g. new items) get the generator's normalized score."""
+    ``-inf``; items SASRec does not score (``-inf`` there, e.g. new items) get the generator's normalized score.
+    ``log_pop`` ``(N',)`` (``log_popularity``; items past ``N'`` count 0) is needed when ``settings.popularity``."""
     gen = normalize(generator.float(), settings.norm)
     sas = normalize(sasrec.float(), settings.norm)
     offered = torch.isfinite(gen)
     sas = torch.where(torch.isfinite(sas), sas, gen)  # new items: the generator's score on both sides
     mixed = (1.0 - settings.weight) * gen.masked_fill(~offered, 0.0) + settings.weight * sas.masked_fill(~offered, 0.0)
+    if settings.popularity:
+        if log_pop is None:
+            raise ValueError("this fusion corrects for popularity: pass log_pop (the items' training counts)")
+        pop = torch.zeros(mixed.shape[1])
+        n = min(len(log_pop), mixed.shape[1])
+        pop[:n] = log_pop[:n].to(pop)
+        mixed = mixed - settings.popularity * pop[None, :]
     return mixed.masked_fill(~offered, float("-inf"))

@@ -84,7 +84,7 @@ class BeamRanker:
         input_ids, mask = (t.to(device) for t in self.model.history_inputs([list(h) for h in histories]))
         n = self.trie.num_items
         out = self.model.dense_logits(self.model.user_states(input_ids, mask)).float().cpu()[:, :n]  # (B, N)
-        return out.masked_fill(~torch.from_numpy(self.trie.active)[None, :], float("-inf"))
+        return out.masked_fill(~torch.tensor(self.trie.active)[None, :], float("-inf"))
 
     @torch.no_grad()
     def recommend(self, histories: Sequence[Sequence[int]], *, k: int, settings: DecodingSettings | None = None,

@@ -259,8 +259,8 @@ def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, An
     if not generators:
         raise ValueError(f"--fuse sasrec needs the run's generator ({result['generator_status']})")
     scorer, grid = fit_run_fusion(run, generator=generators[0], dataset=dataset, exclude_history=exclude_history)
-    result["fusion"] = {"norm": scorer.settings.norm, "weight": scorer.settings.weight, "chosen_on": "valid",
-                        "grid": grid}
+    result["fusion"] = {"norm": scorer.settings.norm, "weight": scorer.settings.weight,
+                        "popularity": scorer.settings.popularity, "chosen_on": "valid", "grid": grid}
     return scorer
 
 

@@ -3,8 +3,11 @@
     python -m sidrec.eval.fusion --run RUN [--valid-users 3000]     # choose and save RUN/fusion.json only
 
 ``choose_fusion`` scores a fixed random sample of VALID users with both models over the whole catalog, then
-tries every normalization (``zscore``, ``logsoftmax``) and weight of ``WEIGHTS``; the best VALID NDCG@10 wins
-(ties: the smaller SASRec weight) and is saved as ``RUN/fusion.json`` with the grid. TEST is never read here.
+tries every normalization (``zscore``, ``logsoftmax``), weight of ``WEIGHTS`` and popularity correction of
+``POPULARITY``. The rule: the best VALID NDCG@10 among the settings whose VALID long-tail Recall@10 (targets
+with 1-9 training interactions) is at least SASRec's alone, so that the fusion does not give up the rare items
+that semantic IDs are for (when none is, the best NDCG@10 overall); ties: the smaller SASRec weight, then the
+smaller correction. Saved as ``RUN/fusion.json`` with the grid. TEST is never read here.
 ``FusedScorer`` is the fused model as a scorer for the evaluation harness. Fusion needs a generator that
 scores the whole catalog: the ``parallel`` family (its exact log-probabilities), or a generator with a dense
 head (``item``/``hybrid``: its dense scores, since its beam scores only its candidates). A ``tiger`` generator
@@ -29,9 +32,11 @@ from sidrec.utils.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS", "FusedScorer", "choose_fusion", "fused_name"]
+__all__ = ["POPULARITY", "WEIGHTS", "FusedScorer", "choose_fusion", "fused_name"]
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+POPULARITY = (0.0, 0.05, 0.1, 0.2, 0.3)  # weights of -log(1 + training count); Beauty VALID chose in this range
+TAIL = (1, 9)  # training interactions of a long-tail target
 VALID_USERS = 3000
 
 
@@ -51,8 +56,12 @@ class FusedScorer:
             raise ValueError(f"fusion needs a generator that scores the whole catalog (family parallel, or a dense "
                              f"head: item/hybrid); this one is {generator.model.family!r}, whose beam scores only "
                              "its candidates")
+        from sidrec.decoding.fusion import log_popularity
+
         self.generator, self.sasrec, self.settings = generator, sasrec, settings
         self.batch_size, self.exclude_history = batch_size, exclude_history
+        self.item_counts = generator.model.item_counts.detach().cpu()  # (N,) training interactions per item
+        self.log_pop = log_popularity(self.item_counts)
         self.name = fused_name()
 
     def scores(self, histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,31 +78,44 @@ class FusedScorer:
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]
             gen, sas = self.scores(batch)
-            fused = fuse_scores(gen, sas, self.settings)
+            fused = fuse_scores(gen, sas, self.settings, self.log_pop)
             out.append(topk_from_scores(fused, k, histories=batch, exclude_history=self.exclude_history))
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 @torch.no_grad()
 def choose_fusion(scorer: FusedScorer, histories: Sequence[Sequence[int]], targets: np.ndarray, *,
-                  weights: Sequence[float] = WEIGHTS, norms: Sequence[str] = NORMS) -> tuple[FusionSettings,
-                                                                                              list[dict[str, Any]]]:
-    """The (norm, weight) with the best NDCG@10 on these (VALID) users, and the whole grid."""
-    tops: dict[tuple[str, float], list[np.ndarray]] = {(n, w): [] for n in norms for w in weights}
+                  weights: Sequence[float] = WEIGHTS, norms: Sequence[str] = NORMS,
+                  popularity: Sequence[float] = POPULARITY) -> tuple[FusionSettings, list[dict[str, Any]]]:
+    """The settings chosen on these (VALID) users by the module's rule, and the whole grid."""
+    keys = [FusionSettings(weight=w, norm=n, popularity=p) for n in norms for w in weights for p in popularity]
+    tops: dict[FusionSettings, list[np.ndarray]] = {key: [] for key in keys}
     for start in range(0, len(histories), scorer.batch_size):
         batch = [list(h) for h in histories[start : start + scorer.batch_size]]
         gen, sas = scorer.scores(batch)
-        for norm, weight in tops:
-            fused = fuse_scores(gen, sas, FusionSettings(weight=weight, norm=norm))
-            tops[(norm, weight)].append(topk_from_scores(fused, 10, histories=batch,
-                                                         exclude_history=scorer.exclude_history))
+        for key in keys:
+            fused = fuse_scores(gen, sas, key, scorer.log_pop)
+            tops[key].append(topk_from_scores(fused, 10, histories=batch, exclude_history=scorer.exclude_history))
+    targets = np.asarray(targets)
+    counts = scorer.item_counts.numpy()[targets]
+    tail = (counts >= TAIL[0]) & (counts <= TAIL[1])  # (U,)
     grid = []
-    for (norm, weight), parts in tops.items():
-        m = ranking_metrics(np.concatenate(parts), np.asarray(targets), ks=(10,))
-        grid.append({"norm": norm, "weight": weight, "recall@10": round(m["recall@10"], 5),
-                     "ndcg@10": round(m["ndcg@10"], 5)})
-    best = max(grid, key=lambda row: (row["ndcg@10"], -row["weight"]))
-    return FusionSettings(weight=best["weight"], norm=best["norm"]), grid
+    for key, parts in tops.items():
+        top = np.concatenate(parts)
+        m = ranking_metrics(top, targets, ks=(10,))
+        t = ranking_metrics(top[tail], targets[tail], ks=(10,)) if tail.any() else {"recall@10": 0.0}
+        grid.append({"norm": key.norm, "weight": key.weight, "popularity": key.popularity,
+                     "recall@10": round(m["recall@10"], 5), "ndcg@10": round(m["ndcg@10"], 5),
+                     "tail_recall@10": round(t["recall@10"], 5)})
+    return _choose(grid), grid
+
+
+def _choose(grid: list[dict[str, Any]]) -> FusionSettings:
+    """Best NDCG@10 among the rows whose tail Recall@10 is at least SASRec's alone (all rows when none is)."""
+    sasrec_tail = max(r["tail_recall@10"] for r in grid if r["weight"] == 1.0 and r["popularity"] == 0.0)
+    keeps_tail = [r for r in grid if r["tail_recall@10"] >= sasrec_tail]
+    best = max(keeps_tail or grid, key=lambda r: (r["ndcg@10"], -r["weight"], -r["popularity"]))
+    return FusionSettings(weight=best["weight"], norm=best["norm"], popularity=best["popularity"])
 
 
 def fit_run_fusion(run, *, generator, dataset, valid_users: int = VALID_USERS, exclude_history: bool = False,
@@ -107,11 +129,15 @@ def fit_run_fusion(run, *, generator, dataset, valid_users: int = VALID_USERS, e
     settings, grid = choose_fusion(scorer, split.histories, split.targets)
     scorer.settings = settings
     settings.save(folder.root, chosen_on=f"valid ({len(split)} users)", grid=grid)
-    logger.info("fusion chosen on VALID (%d users): %s, SASRec weight %g (NDCG@10 %.4f; generator alone %.4f, "
-                "SASRec alone %.4f)", len(split), settings.norm, settings.weight,
-                max(r["ndcg@10"] for r in grid),
-                next(r["ndcg@10"] for r in grid if r["norm"] == settings.norm and r["weight"] == 0.0),
-                next(r["ndcg@10"] for r in grid if r["norm"] == settings.norm and r["weight"] == 1.0))
+    row = next(r for r in grid if (r["norm"], r["weight"], r["popularity"]) == (settings.norm, settings.weight,
+                                                                                 settings.popularity))
+    alone = {w: next(r for r in grid if r["norm"] == settings.norm and r["weight"] == w and not r["popularity"])
+             for w in (0.0, 1.0)}
+    logger.info("fusion chosen on VALID (%d users): %s, SASRec weight %g, popularity correction %g: NDCG@10 %.4f, "
+                "tail Recall@10 %.4f (generator alone %.4f / %.4f, SASRec alone %.4f / %.4f)", len(split),
+                settings.norm, settings.weight, settings.popularity, row["ndcg@10"], row["tail_recall@10"],
+                alone[0.0]["ndcg@10"], alone[0.0]["tail_recall@10"], alone[1.0]["ndcg@10"],
+                alone[1.0]["tail_recall@10"])
     return scorer, grid
 
 

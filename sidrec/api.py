@@ -25,7 +25,7 @@ import torch
 
 from sidrec.data import load_catalog, save_catalog
 from sidrec.decoding import DecodingSettings, make_ranker, scores_whole_catalog
-from sidrec.decoding.fusion import FusionSettings, fuse_scores
+from sidrec.decoding.fusion import FusionSettings, fuse_scores, log_popularity
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
@@ -232,6 +232,7 @@ class Recommender:
         from sidrec.decoding.topk import topk_from_scores
 
         sasrec, settings = self.fusion
+        log_pop = log_popularity(self.model.item_counts.detach().cpu())  # (N,) added items count 0
         items, scores = [], []
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]
@@ -239,7 +240,7 @@ class Recommender:
             sas = sasrec.score_histories(batch).float().cpu()
             if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained: the generator scores them
                 sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
-            fused = fuse_scores(gen, sas, settings)
+            fused = fuse_scores(gen, sas, settings, log_pop)
             top = torch.from_numpy(topk_from_scores(fused, k, histories=batch, exclude_history=exclude_seen))
             items.append(top)
             scores.append(fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf")))

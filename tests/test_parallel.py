@@ -3,6 +3,8 @@ loss, exact ranking against a brute-force loop, and the faiss backend against th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -341,8 +343,36 @@ def test_fusion_is_chosen_on_valid_and_scored_as_its_own_row(parallel_run, tmp_p
     chosen = FusionSettings.load(parallel_run)
     assert (chosen.weight, chosen.norm) == (result["fusion"]["weight"], result["fusion"]["norm"])
     grid = json.loads((parallel_run / "fusion.json").read_text())["grid"]
-    assert len(grid) == 22 and max(r["ndcg@10"] for r in grid) == next(
-        r["ndcg@10"] for r in grid if r["weight"] == chosen.weight and r["norm"] == chosen.norm)
+    assert len(grid) == 2 * 11 * 5  # norms x SASRec weights x popularity corrections
+    sasrec_tail = next(r["tail_recall@10"] for r in grid if r["weight"] == 1.0 and r["popularity"] == 0.0)
+    row = next(r for r in grid if (r["weight"], r["norm"], r["popularity"]) == (chosen.weight, chosen.norm,
+                                                                                chosen.popularity))
+    assert row["tail_recall@10"] >= sasrec_tail
+    assert row["ndcg@10"] == max(r["ndcg@10"] for r in grid if r["tail_recall@10"] >= sasrec_tail)
+
+
+def test_the_fusion_rule_keeps_sasrecs_long_tail_then_maximizes_ndcg():
+    from sidrec.eval.fusion import _choose
+
+    def row(w, p, ndcg, tail):
+        return {"norm": "zscore", "weight": w, "popularity": p, "ndcg@10": ndcg, "tail_recall@10": tail}
+
+    grid = [row(1.0, 0.0, 0.050, 0.040), row(0.6, 0.0, 0.056, 0.030), row(0.6, 0.1, 0.054, 0.041),
+            row(0.5, 0.1, 0.054, 0.045), row(0.0, 0.0, 0.045, 0.020)]
+    chosen = _choose(grid)  # 0.056 loses the tail; of the two 0.054 rows the smaller SASRec weight
+    assert (chosen.weight, chosen.popularity) == (0.5, 0.1)
+
+
+def test_popularity_correction_subtracts_log_counts_and_spares_new_items():
+    from sidrec.decoding.fusion import FusionSettings, fuse_scores, log_popularity
+
+    gen, sas = torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[4.0, 3.0, 2.0, float("-inf")]])
+    plain = fuse_scores(gen, sas, FusionSettings(weight=0.5, norm="zscore"))
+    log_pop = log_popularity([9, 0, 99])  # item 3 is new: past the counts, count 0
+    corrected = fuse_scores(gen, sas, FusionSettings(weight=0.5, norm="zscore", popularity=0.2), log_pop)
+    torch.testing.assert_close(corrected[0], plain[0] - 0.2 * torch.tensor([math.log(10), 0.0, math.log(100), 0.0]))
+    with pytest.raises(ValueError, match="log_pop"):
+        fuse_scores(gen, sas, FusionSettings(popularity=0.2))
 
 
 def test_fused_recommender_from_a_run_and_as_a_release(parallel_run, tmp_path):
