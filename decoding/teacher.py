@@ -44,14 +44,17 @@ def _score_chunk(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, 
     states = model.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (b, S, D)
     decoder = T5IncrementalDecoder(model=model, encoder_states=states, attention_mask=mask, max_length=levels)
     flat = tokens.reshape(batch * k, levels)  # (b*K, L), user-major like the beam's rows
-    step = flat.new_full((batch * k,), int(model.config.decoder_start_token_id))
-    total = torch.zeros(batch * k, dtype=torch.float32, device=tokens.device)
     weight = model.lm_head.weight  # (V, D)
     vocab = model.vocab
-    for t in range(levels):
+    # level 0: every item of a user starts from the same start token, so one row per user, then K copies
+    lo, hi = vocab.level_range(0)
+    hidden = decoder.step(flat.new_full((batch,), int(model.config.decoder_start_token_id)))  # (b, D)
+    logp = torch.log_softmax((hidden @ weight[lo:hi].T).float(), dim=-1)  # (b, C_0)
+    total = logp.gather(1, (tokens[:, :, 0] - lo).clamp(0, hi - lo - 1)).reshape(batch * k)  # (b*K,)
+    decoder.reorder(torch.arange(batch, device=tokens.device).repeat_interleave(k))
+    for t in range(1, levels):
         lo, hi = vocab.level_range(t)
-        hidden = decoder.step(step)  # (b*K, D)
+        hidden = decoder.step(flat[:, t - 1])  # (b*K, D)
         logp = torch.log_softmax((hidden @ weight[lo:hi].T).float(), dim=-1)  # (b*K, C_t)
         total += logp.gather(1, (flat[:, t] - lo).clamp(0, hi - lo - 1)[:, None]).squeeze(1)
-        step = flat[:, t]
     return total.view(batch, k)
