@@ -211,7 +211,7 @@ class Recommender:
         """A removed item's id stays taken (its row and semantic ID are kept, inactive): say so plainly."""
         for n, item in enumerate(items):
             given = item.get("item_id") if isinstance(item, Mapping) else None
-            index = self._index(given) if isinstance(given, str | numbers.Integral) else None  # others: checked later
+            index = self.item_index(given) if isinstance(given, str | numbers.Integral) else None  # others: checked later
             if index is not None and not self.ranker.active[index]:
                 raise ValueError(f"new item #{n}: {item['item_id']!r} was removed from this catalog (remove_items); "
                                  "a removed id stays taken (its row and semantic ID are kept, inactive), so it "
@@ -220,10 +220,10 @@ class Recommender:
 
     def remove_items(self, item_ids: Sequence[str]) -> int:
         """Stop recommending these items (e.g. out of stock); returns how many were removed."""
-        unknown = [i for i in item_ids if self._index(i) is None]
+        unknown = [i for i in item_ids if self.item_index(i) is None]
         if unknown:
             raise ValueError(f"{len(unknown)} unknown item id(s), e.g. {unknown[0]!r}; nothing was removed")
-        return self.ranker.remove_items([self.tokenizer.index_of(i) for i in item_ids])
+        return self.ranker.remove_items([self.item_index(i) for i in item_ids])
 
     # -- recommending ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -246,9 +246,10 @@ class Recommender:
             scores.append(fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf")))
         return torch.cat(items), torch.cat(scores)
 
-    def _index(self, item_id: Any) -> int | None:
+    def item_index(self, item_id: Any) -> int | None:
+        """The row of ``item_id`` (a string or an integer) in this catalog (removed items keep theirs), or None."""
         try:
-            return self.tokenizer.index_of(_id_string(item_id))
+            return self.tokenizer.index_of(item_id_string(item_id))
         except KeyError:
             return None
 
@@ -259,7 +260,7 @@ class Recommender:
         for u, history in enumerate(histories):
             if isinstance(history, str):
                 raise ValueError(f"history {u} is a string; pass a list of item ids (e.g. ['12', '40'])")
-            rows = [self._index(i) for i in history]
+            rows = [self.item_index(i) for i in history]
             known = [r for r in rows if r is not None]
             missing = len(history) - len(known)
             if missing and on_unknown == "error":
@@ -332,7 +333,7 @@ def _is_single_id(value: Any) -> bool:
     return isinstance(value, str | bytes | numbers.Number | np.generic)
 
 
-def _id_string(item_id: Any) -> str:
+def item_id_string(item_id: Any) -> str:
     """An item id as the table spells it: strings as they are, integers (numpy's too) in decimal; a float or
     anything else is a ``ValueError`` (``5.0`` is not the id ``'5'``: ids are strings or integers)."""
     if isinstance(item_id, str):

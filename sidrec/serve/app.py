@@ -181,7 +181,7 @@ def _add_read_routes(app: FastAPI, server: Server) -> None:
 def _item_info(server: Server, item_id: str) -> dict[str, Any] | None:
     state = server.state
     rec = state.recommender
-    index = rec._index(item_id)
+    index = rec.item_index(item_id)
     if index is None:
         return None
     events = state.events.get(item_id, {})
@@ -220,9 +220,9 @@ def _add_write_routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/items/remove", response_model=S.RemoveItemsResponse, tags=["catalog"])
     async def remove_items(body: S.RemoveItemsRequest, request: Request) -> dict[str, Any]:
         """Stop recommending these items (their ids stay taken)."""
-        from sidrec.api import _id_string
+        from sidrec.api import item_id_string
 
-        removed, version = await _write(server, request, "remove", [_id_string(i) for i in body.item_ids])
+        removed, version = await _write(server, request, "remove", [item_id_string(i) for i in body.item_ids])
         server.metrics.writes.labels("remove").inc()
         return {"removed": removed, "catalog_version": version}
 

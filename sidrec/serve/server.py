@@ -152,15 +152,15 @@ class Server:
 
     def known_history(self, history: list[Any], *, index: int, on_unknown: str) -> tuple[list[str], int]:
         """``(ids, skipped)``: the history as catalog ids; ``UnknownItems`` (or skipped, counted) for others."""
-        from sidrec.api import _id_string
+        from sidrec.api import item_id_string
 
         rec = self.state.recommender
-        ids = [_id_string(i) for i in history]
-        unknown = [(index, i) for i in ids if rec._index(i) is None]
+        ids = [item_id_string(i) for i in history]
+        unknown = [(index, i) for i in ids if rec.item_index(i) is None]
         if unknown and on_unknown == "error":
             raise UnknownItems(unknown)
         if unknown:
-            ids = [i for i in ids if rec._index(i) is not None]
+            ids = [i for i in ids if rec.item_index(i) is not None]
         if not ids:
             raise ValueError(f"history {index} is empty{' after skipping unknown ids' if unknown else ''}; "
                              "a recommendation needs at least one known item")

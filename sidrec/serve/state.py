@@ -179,7 +179,7 @@ class CatalogState:
     def add(self, items: list[dict[str, Any]]) -> list[str]:
         """Plan the items' semantic IDs, log them durably, then add them; ``Conflict`` for a taken id."""
         rec = self.recommender
-        taken = [str(it.get("item_id")) for it in items if rec._index(it.get("item_id")) is not None]
+        taken = [str(it.get("item_id")) for it in items if rec.item_index(it.get("item_id")) is not None]
         if taken:
             raise Conflict(f"{len(taken)} item id(s) already in the catalog: {taken[:20]}; an id (even a removed "
                            "one) cannot be added twice")
@@ -194,10 +194,10 @@ class CatalogState:
     def remove(self, item_ids: list[str]) -> int:
         """Stop recommending these items (logged durably first); returns how many were active."""
         rec = self.recommender
-        unknown = [i for i in item_ids if rec._index(i) is None]
+        unknown = [i for i in item_ids if rec.item_index(i) is None]
         if unknown:
             raise ValueError(f"{len(unknown)} unknown item id(s): {unknown[:20]}; nothing was removed")
-        active = sum(bool(rec.ranker.active[rec._index(i)]) for i in set(item_ids))
+        active = sum(bool(rec.ranker.active[rec.item_index(i)]) for i in set(item_ids))
         self._commit({"seq": self.version + 1, "op": "remove", "at": _now(), "item_ids": list(item_ids)})
         return active
 
