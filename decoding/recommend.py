@@ -25,6 +25,7 @@ from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.settings import DecodingSettings
 from sidrec.decoding.teacher import teacher_forced_scores
+from sidrec.decoding.text_profile import text_scores
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["Candidates", "beam_candidates", "has_dense_head", "join_candidates", "popularity_prior", "recommend_topk"]
@@ -115,7 +116,8 @@ def beam_candidates(
         if joining:
             found = join_candidates(model, trie, found, user_states, input_ids, mask, dense=dense_candidates,
                                     new=new_candidates, exclude=batch if exclude_history else None,
-                                    prior=prior if prior_weight else None, prior_weight=prior_weight)
+                                    prior=prior if prior_weight else None, prior_weight=prior_weight,
+                                    histories=batch)
         items.append(found.items)
         scores.append(found.scores)
         if dense:
@@ -130,13 +132,15 @@ def beam_candidates(
 def join_candidates(
     model: nn.Module, trie: CatalogTrie, found: Candidates, user_states: torch.Tensor, input_ids: torch.Tensor,
     mask: torch.Tensor, *, dense: int, new: int, exclude: Sequence[Sequence[int]] | None = None,
-    prior: CodePrior | None = None, prior_weight: float = 0.0,
+    prior: CodePrior | None = None, prior_weight: float = 0.0, histories: Sequence[Sequence[int]] | None = None,
 ) -> Candidates:
     """The beam's candidates ``found (B, K)`` plus items the beam may have lost, each scored like the beam's own.
 
     Joins, per user, the ``dense`` active items with the best dense scores over the whole catalog and the
     ``new`` best among active items the generator never saw in training (``model.item_counts`` 0), minus
     those already in the beam (and history items with ``exclude``): ``(B, K + dense + new)``, -1 where fewer.
+    The never-seen items are the best by text similarity to the user's recent items (``text_scores``, given
+    ``histories`` and a model that reads item text), else by dense score: nothing trained their dense score.
     A joining item's score is what the beam would have given it: its exact generation log-probability by
     teacher forcing (``teacher_forced_scores``: the beam's incremental decoder, all of a user's items at once;
     ``model.score_items`` is the HF-decoder reference), corrected by ``prior_weight * log p_pop(item)`` like the beam's
@@ -160,7 +164,11 @@ def join_candidates(
         all_dense.scatter_(1, picked[-1].clamp(min=0), float("-inf"))
     if new:
         seen = model.item_counts[:n].to(device) > 0  # (N,)
-        picked.append(_top_or_none(all_dense.masked_fill(seen[None, :], float("-inf")), new))
+        text = getattr(getattr(model, "embedder", None), "text", None)  # (N+1, Dt) or None
+        pool = all_dense
+        if text is not None and histories is not None:
+            pool = text_scores(text[1 : n + 1], histories).to(device).masked_fill(torch.isinf(all_dense), float("-inf"))
+        picked.append(_top_or_none(pool.masked_fill(seen[None, :], float("-inf")), new))
     extra = torch.cat(picked, 1)  # (B, E), -1 = none
     tokens = model.embedder.item_tokens[extra.clamp(min=-1) + 1]  # (B, E, L) level tokens; -1 -> the pad row
     logp = teacher_forced_scores(model, input_ids, mask, tokens).masked_fill(extra < 0, float("-inf"))  # (B, E)
@@ -201,5 +209,20 @@ def recommend_topk(
         if cold is None:
             raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")
         items, scores = candidates.rank(weight=weight, k=candidates.items.shape[1])  # the whole beam, ranked
-        return reserve_cold(items, scores, torch.as_tensor(np.asarray(cold, dtype=bool)), epsilon=cold_share, k=k)
+        return reserve_cold(items, scores, torch.as_tensor(np.asarray(cold, dtype=bool)), epsilon=cold_share, k=k,
+                            priority=_text_priority(model, histories, items))
     return candidates.rank(weight=weight, k=k)
+
+
+def _text_priority(model: nn.Module, histories: Sequence[Sequence[int]], items: torch.Tensor) -> torch.Tensor | None:
+    """``(B, K)`` the candidates' text similarity to each user's recent items (which cold candidates fill the
+    reserved slots), or None for a model without item text (then the ranking's own order)."""
+    text = getattr(getattr(model, "embedder", None), "text", None)
+    if text is None:
+        return None
+    parts = []
+    for start in range(0, len(histories), 256):  # (256, N) similarities at a time
+        rows = items[start : start + 256]
+        sims = text_scores(text[1:], [list(h) for h in histories[start : start + 256]]).cpu()  # (b, N)
+        parts.append(sims.gather(1, rows.clamp(min=0)).masked_fill(rows < 0, float("-inf")))
+    return torch.cat(parts) if parts else torch.zeros(items.shape)

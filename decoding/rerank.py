@@ -51,7 +51,8 @@ def hybrid_rank(
 
 
 def reserve_cold(
-    items: torch.Tensor, scores: torch.Tensor, cold: torch.Tensor, *, epsilon: float, k: int
+    items: torch.Tensor, scores: torch.Tensor, cold: torch.Tensor, *, epsilon: float, k: int,
+    priority: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TIGER's cold-start share: up to ``ceil(epsilon * k)`` of the top-``k`` slots go to cold items.
 
@@ -68,6 +69,8 @@ def reserve_cold(
         cold: ``(N,)`` bool, True for items that are cold (never seen in training / added later).
         epsilon: share of the top ``k`` reserved for cold items, in ``[0, 1]``.
         k: list length.
+        priority: ``(B, K)`` which cold candidates below ``k`` come first (higher first; e.g. their text
+            similarity to the user's recent items); None = the ranking's order.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
@@ -81,6 +84,8 @@ def reserve_cold(
     for row in range(items.shape[0]):
         have = int(is_cold[row, :k].sum())
         below = torch.nonzero(is_cold[row, k:]).flatten() + k  # cold candidates ranked below k, best first
+        if priority is not None and below.numel():
+            below = below[torch.argsort(priority[row, below], descending=True, stable=True)]
         swap = min(reserve - have, int(below.numel()))
         if swap <= 0:
             continue

@@ -338,15 +338,20 @@ def test_fast_teacher_forced_scores_equal_the_hf_decoder_reference(ff: str):
 
 def _slow_joined(model, trie, histories, *, beam: int, dense: int, new: int, prior, prior_weight: float):
     """The reference: the beam's items, then each user's best ``dense`` other items by dense score, then the
-    best ``new`` unseen ones, each scored by exact log-probability (minus the prior) one item at a time."""
+    ``new`` unseen ones whose text is closest to the user's recent items (the knn query: the last 20, the j-th
+    newest weighted 0.2**j), each scored by exact log-probability (minus the prior) one item at a time."""
     cands = beam_candidates(model, trie, histories, beam_size=beam, prior=prior, prior_weight=prior_weight)
     ids, mask = model.history_inputs(histories)
     full = model.dense_scores(ids, mask)  # (U, N)
+    text = model.embedder.text[1:].double().numpy()
+    text = text / np.linalg.norm(text, axis=1, keepdims=True)
     out = []
     for u, beam_items in enumerate(cands.items.tolist()):
         rest = [i for i in torch.argsort(full[u], descending=True, stable=True).tolist()
                 if i not in beam_items and trie.active[i]]
-        chosen = rest[:dense] + [i for i in rest[dense:] if model.item_counts[i] == 0][:new]
+        query = sum(0.2**j * text[i] for j, i in enumerate(reversed(histories[u][-20:])))
+        closest = np.argsort(-(text @ (query / np.linalg.norm(query))), kind="stable").tolist()
+        chosen = rest[:dense] + [i for i in closest if i in rest[dense:] and model.item_counts[i] == 0][:new]
         scores = {}
         for i in beam_items + chosen:
             if i < 0:
@@ -364,7 +369,7 @@ def test_joined_candidates_equal_a_slow_reference_and_are_all_catalog_items(prio
     from sidrec.decoding import CodePrior
 
     model = tiny_item_generator(14, weight_std=0.0).eval()
-    counts = np.where(np.arange(N_ITEMS) < 34, 5, 0)  # items 34..39 never seen in training
+    counts = np.where(np.arange(N_ITEMS) < 24, 5, 0)  # items 24..39 never seen in training
     model.item_counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
     trie = CatalogTrie(codes=model.item_codes, level_sizes=SIZES)
     trie.remove_items([3, 36])  # removed items never join
@@ -381,7 +386,7 @@ def test_joined_candidates_equal_a_slow_reference_and_are_all_catalog_items(prio
         for slot, item in enumerate(got.items[u].tolist()):
             if item >= 0:
                 assert abs(float(got.scores[u, slot]) - want[u][item]) < 1e-4
-        assert sum(model.item_counts[i] == 0 for i in row) >= min(3, 6 - 1)  # 4 unseen active items, 3 joined
+        assert sum(model.item_counts[i] == 0 for i in row) >= 3  # 14 unseen active items, 3 joined
     ids, mask = model.history_inputs(histories)
     torch.testing.assert_close(got.dense, model.dense_scores(ids, mask).gather(1, got.items.clamp(min=0))
                                .masked_fill(got.items < 0, float("-inf")), rtol=1e-5, atol=1e-5)
@@ -435,3 +440,27 @@ def test_catalog_vectors_are_reused_in_inference_until_a_weight_or_the_table_cha
         torch.testing.assert_close(third, fresh())
     model.train()
     assert emb.catalog() is not third  # training computes with gradients, never from the cache
+
+
+def test_text_scores_are_the_knn_baselines_query_and_pick_the_cold_slots():
+    from sidrec.decoding import reserve_cold
+    from sidrec.decoding.text_profile import text_scores
+    from sidrec.eval.baselines.knn import KnnQuery, KnnScorer
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(30, 8)).astype(np.float32)
+    histories = [[1, 2, 3], [7], list(range(25))]
+    got = text_scores(torch.from_numpy(emb), histories)  # (3, 30)
+    knn = KnnScorer(embeddings=emb, query=KnnQuery(window=20, decay=0.2))
+    queries = knn.query_vectors(histories)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    want = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    # the reserved slots take the cold candidates with the highest priority, not the ranking's order
+    items = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    scores = -torch.arange(6, dtype=torch.float32)[None, :]
+    cold = torch.tensor([False, False, False, True, True, True])
+    top, _ = reserve_cold(items, scores, cold, epsilon=0.5, k=2)
+    assert top.tolist() == [[0, 3]]  # by rank: the best-ranked cold candidate
+    top, _ = reserve_cold(items, scores, cold, epsilon=0.5, k=2, priority=torch.tensor([[0, 0, 0, 0.1, 0.9, 0.5]]))
+    assert top.tolist() == [[0, 4]]  # by priority: the most similar text

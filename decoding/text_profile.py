@@ -1,0 +1,36 @@
+"""How close each item's text is to a user's recent items: the ranking for items no model was trained on.
+
+A generator's dense and generation scores of an item it never saw in training are unreliable (nothing taught
+them), but its text is known. ``text_scores`` is the text kNN baseline's query (``sidrec.eval.baselines.knn``:
+the last ``window`` history items' L2-normalised text embeddings, the ``j``-th newest weighted ``decay**j``;
+window 20 and decay 0.2 were its VALID choice) against every item's normalised text embedding. Decoding uses it
+to pick which never-seen items join a user's candidates and which fill the cold-start share (epsilon), as LIGER
+ranks new items by a dense text model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "text_scores"]
+
+TEXT_WINDOW = 20  # history items in the query (the knn baseline's VALID choice)
+TEXT_DECAY = 0.2  # weight of the j-th newest item: decay**j (idem)
+
+
+@torch.no_grad()
+def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, window: int = TEXT_WINDOW,
+                decay: float = TEXT_DECAY) -> torch.Tensor:
+    """``(B, N)`` cosine of every item's text ``text (N, D)`` (row i = item i) with each history's query."""
+    unit = torch.nn.functional.normalize(text.float(), dim=1)  # (N, D)
+    index = torch.zeros(len(histories), window, dtype=torch.long)  # (B, W) newest first
+    weight = torch.zeros(len(histories), window)  # (B, W), 0 past a short history
+    for row, history in enumerate(histories):
+        recent = list(history)[-window:][::-1]
+        index[row, : len(recent)] = torch.as_tensor(recent, dtype=torch.long)
+        weight[row, : len(recent)] = decay ** torch.arange(len(recent), dtype=torch.float32)
+    index, weight = index.to(unit.device), weight.to(unit.device)
+    queries = torch.nn.functional.normalize((weight[..., None] * unit[index]).sum(1), dim=1)  # (B, D)
+    return queries @ unit.T  # (B, N)
