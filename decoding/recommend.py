@@ -115,9 +115,8 @@ def beam_candidates(
                            model.dense_logits(user_states, result.items.to(device)).float().cpu() if dense else None)
         if joining:
             found = join_candidates(model, trie, found, user_states, input_ids, mask, dense=dense_candidates,
-                                    new=new_candidates, exclude=batch if exclude_history else None,
-                                    prior=prior if prior_weight else None, prior_weight=prior_weight,
-                                    histories=batch)
+                                    new=new_candidates, exclude=batch if exclude_history else None, histories=batch,
+                                    prior=prior if prior_weight else None, prior_weight=prior_weight)
         items.append(found.items)
         scores.append(found.scores)
         if dense:
