@@ -79,3 +79,17 @@ def test_sigkill_under_writes_loses_nothing_acknowledged(item_run, tmp_path):
         finally:
             restarted.send_signal(signal.SIGTERM)
             restarted.wait(60)
+
+
+def test_sidrec_serve_exits_1_when_its_state_cannot_load(item_run, tmp_path):
+    """A second writer of a state folder: `sidrec serve` says why and exits 1 (an app keeps answering 503)."""
+    from sidrec.serve.state import CatalogState
+
+    holder = CatalogState.open_writer(tmp_path / "state", run=item_run)
+    try:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-m", "sidrec", "serve", str(item_run), "--state", str(tmp_path / "state"),
+                               "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close()
+    assert done.returncode == 1 and "another server writes" in done.stderr, done.stderr[-2000:]

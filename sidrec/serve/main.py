@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state or default_state_dir(args.run), run=args.run, read_only=args.read_only,
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         snapshot_every=args.snapshot_every, max_body_bytes=args.max_body_bytes, follow_interval_s=args.follow_ms / 1000,
-        loopback_only=is_loopback(args.host))
+        loopback_only=is_loopback(args.host), exit_on_load_error=True)
     _say_keys(settings, args.host)
     logger.info("state folder %s%s; %d torch thread(s), max batch %d, max wait %g ms", settings.state_dir,
                 " (read-only replica)" if settings.read_only else "", threads, settings.max_batch,

@@ -38,6 +38,8 @@ class ServeSettings:
     loopback_only: bool = True  # listening on 127.0.0.1/::1 only: writes allowed without a key
     api_key: str | None = None  # write/admin key (SIDREC_API_KEY)
     read_key: str | None = None  # read key (SIDREC_READ_KEY); None = reads are open
+    exit_on_load_error: bool = False  # `sidrec serve`: a state that cannot load ends the process (exit 1);
+    # an embedding app keeps running with /readyz answering 503 and the reason
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ServeSettings:
@@ -108,9 +110,11 @@ class Server:
                         self.state.snapshot_name, self.state.writes_since_snapshot, ", read-only" if s.read_only else "")
             if s.read_only:
                 threading.Thread(target=self._follow, name="sidrec-follower", daemon=True).start()
-        except Exception as e:  # noqa: BLE001 - reported by /readyz and the log, the process stays up
-            self.error = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
+            self.error = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
             logger.error("could not load the state: %s", self.error)
+            if s.exit_on_load_error:
+                os._exit(1)  # nothing was loaded, so nothing to clean up; a supervisor sees the failure
 
     def _warm_up(self) -> None:
         """Pay the one-time costs before answering: the first ranking call and (a writer) loading the embedding
