@@ -163,10 +163,13 @@ def join_candidates(
         all_dense.scatter_(1, picked[-1].clamp(min=0), float("-inf"))
     if new:
         seen = model.item_counts[:n].to(device) > 0  # (N,)
-        text = getattr(getattr(model, "embedder", None), "text", None)  # (N+1, Dt) or None
+        text = _unit_text(model)  # (N, Dt) or None
         pool = all_dense
         if text is not None and histories is not None:
-            pool = text_scores(text[1 : n + 1], histories).to(device).masked_fill(torch.isinf(all_dense), float("-inf"))
+            unseen = torch.nonzero(~seen).flatten()  # (M,) only they can join here: score only them
+            pool = torch.full_like(all_dense, float("-inf"))  # (B, N)
+            pool[:, unseen] = text_scores(text[:n], histories, normalized=True, items=unseen).to(device)
+            pool = pool.masked_fill(torch.isinf(all_dense), float("-inf"))
         picked.append(_top_or_none(pool.masked_fill(seen[None, :], float("-inf")), new))
     extra = torch.cat(picked, 1)  # (B, E), -1 = none
     tokens = model.embedder.item_tokens[extra.clamp(min=-1) + 1]  # (B, E, L) level tokens; -1 -> the pad row
@@ -216,12 +219,18 @@ def recommend_topk(
 def _text_priority(model: nn.Module, histories: Sequence[Sequence[int]], items: torch.Tensor) -> torch.Tensor | None:
     """``(B, K)`` the candidates' text similarity to each user's recent items (which cold candidates fill the
     reserved slots), or None for a model without item text (then the ranking's own order)."""
-    text = getattr(getattr(model, "embedder", None), "text", None)
+    text = _unit_text(model)
     if text is None:
         return None
     parts = []
     for start in range(0, len(histories), 256):  # (256, N) similarities at a time
         rows = items[start : start + 256]
-        sims = text_scores(text[1:], [list(h) for h in histories[start : start + 256]]).cpu()  # (b, N)
+        sims = text_scores(text, [list(h) for h in histories[start : start + 256]], normalized=True).cpu()  # (b, N)
         parts.append(sims.gather(1, rows.clamp(min=0)).masked_fill(rows < 0, float("-inf")))
     return torch.cat(parts) if parts else torch.zeros(items.shape)
+
+
+def _unit_text(model: nn.Module) -> torch.Tensor | None:
+    """The model's normalised item text ``(N, Dt)`` (cached by its embedder), or None without item text."""
+    unit_text = getattr(getattr(model, "embedder", None), "unit_text", None)
+    return unit_text() if unit_text is not None else None

@@ -22,9 +22,11 @@ TEXT_DECAY = 0.2  # weight of the j-th newest item: decay**j (idem)
 
 @torch.no_grad()
 def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, window: int = TEXT_WINDOW,
-                decay: float = TEXT_DECAY) -> torch.Tensor:
-    """``(B, N)`` cosine of every item's text ``text (N, D)`` (row i = item i) with each history's query."""
-    unit = torch.nn.functional.normalize(text.float(), dim=1)  # (N, D)
+                decay: float = TEXT_DECAY, normalized: bool = False, items: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, N)`` cosine of every item's text ``text (N, D)`` (row i = item i) with each history's query;
+    ``normalized``: the rows are unit vectors already (``ItemEmbedder.unit_text``, cached), so not again;
+    ``items`` ``(M,)``: score only these items, ``(B, M)`` (e.g. the never-seen ones)."""
+    unit = text.float() if normalized else torch.nn.functional.normalize(text.float(), dim=1)  # (N, D)
     index = torch.zeros(len(histories), window, dtype=torch.long)  # (B, W) newest first
     weight = torch.zeros(len(histories), window)  # (B, W), 0 past a short history
     for row, history in enumerate(histories):
@@ -33,4 +35,4 @@ def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, windo
         weight[row, : len(recent)] = decay ** torch.arange(len(recent), dtype=torch.float32)
     index, weight = index.to(unit.device), weight.to(unit.device)
     queries = torch.nn.functional.normalize((weight[..., None] * unit[index]).sum(1), dim=1)  # (B, D)
-    return queries @ unit.T  # (B, N)
+    return queries @ (unit if items is None else unit[items.to(unit.device)]).T  # (B, N) or (B, M)

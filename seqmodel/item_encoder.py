@@ -111,6 +111,18 @@ class ItemEmbedder(nn.Module):
         return cached[2]
 
     @torch.no_grad()
+    def unit_text(self) -> torch.Tensor | None:
+        """``(N, Dt)`` every item's text embedding, L2-normalised (row i = item i), kept until the text table
+        changes; None when the model reads no text. What ranking never-seen items by their text needs."""
+        if self.text is None:
+            return None
+        cached = getattr(self, "_unit_text_cache", None)
+        if cached is None or cached[0] is not self.text or cached[1] != self.text._version:
+            cached = (self.text, self.text._version, torch.nn.functional.normalize(self.text[1:].float(), dim=1))
+            self._unit_text_cache = cached
+        return cached[2]
+
+    @torch.no_grad()
     def add_items(self, item_tokens: torch.Tensor, text: torch.Tensor | None) -> None:
         """Append new items (no ID embedding: they are represented by their codes and text)."""
         self.item_tokens = torch.cat([self.item_tokens, item_tokens.to(self.item_tokens)])

@@ -438,6 +438,9 @@ def test_catalog_vectors_are_reused_in_inference_until_a_weight_or_the_table_cha
         third = emb.catalog()
         assert third.shape[0] == N_ITEMS + 2
         torch.testing.assert_close(third, fresh())
+        unit = emb.unit_text()  # the normalised text table follows the additions too
+        assert emb.unit_text() is unit and unit.shape[0] == N_ITEMS + 2
+        torch.testing.assert_close(unit, torch.nn.functional.normalize(emb.text[1:].float(), dim=1))
     model.train()
     assert emb.catalog() is not third  # training computes with gradients, never from the cache
 
