@@ -20,10 +20,11 @@ from sidrec.serve import load_state  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def start_server(run, state, port: int, log) -> subprocess.Popen:
+def start_server(run, state, port: int, log, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "SIDREC_API_KEY": "k", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sidrec", "serve", str(run), "--state", str(state), "--port",
-                             str(port), "--threads", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    where = [str(run)] if run is not None else []
+    proc = subprocess.Popen([sys.executable, "-m", "sidrec", "serve", *where, "--state", str(state), "--port",
+                             str(port), "--threads", "1", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -93,3 +94,30 @@ def test_sidrec_serve_exits_1_when_its_state_cannot_load(item_run, tmp_path):
     finally:
         holder.close()
     assert done.returncode == 1 and "another server writes" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_replica_process_follows_the_writer_process(item_run, tmp_path):
+    """One writer and one `--read-only` replica, separate processes sharing the state folder."""
+    state, wport, rport = tmp_path / "state", free_port(), free_port()
+    with open(tmp_path / "writer.log", "wb") as wlog, open(tmp_path / "replica.log", "wb") as rlog:
+        writer = start_server(item_run, state, wport, wlog, "--snapshot-every", "3")
+        replica = start_server(None, state, rport, rlog, "--read-only", "--follow-ms", "100")
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{wport}", headers={"Authorization": "Bearer k"}) as w, \
+                    httpx.Client(base_url=f"http://127.0.0.1:{rport}", headers={"Authorization": "Bearer k"}) as r:
+                for n in range(4):  # the third write moves CURRENT: the replica loads the new snapshot
+                    added = w.post("/v1/items", json={"items": [{"item_id": f"r{n}", "title": f"Soap {n}"}]})
+                    assert added.status_code == 200
+                deadline = time.time() + 60
+                while r.get("/v1/items/r3").status_code != 200:
+                    assert time.time() < deadline, "the replica never saw the writes"
+                    time.sleep(0.1)
+                history = ["r0", "r3"]
+                a, b = (c.post("/v1/recommend", json={"history": history}).json() for c in (w, r))
+                assert a["items"] == b["items"] and a["catalog_version"] == b["catalog_version"] == 4
+                refused = r.post("/v1/items", json={"items": [{"item_id": "x", "title": "y"}]})
+                assert refused.status_code == 403
+        finally:
+            for proc in (replica, writer):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
