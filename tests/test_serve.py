@@ -113,6 +113,8 @@ def test_bad_input_gets_a_clear_status_and_body(item_run, tmp_path):
         assert r.status_code == 200 and r.json()["skipped_unknown"] == 1 and r.json()["history_used"] == 1
         assert c.post("/v1/recommend", json={"history": ["nope"], "on_unknown": "skip"}).status_code == 422
         assert c.post("/v1/recommend", json={"history": []}).status_code == 422
+        r = c.post("/v1/recommend/batch", json={"histories": []})
+        assert r.status_code == 422 and r.json()["detail"][0]["where"] == "body.histories"
         r = c.post("/v1/recommend", content=b'{"history": [', headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "malformed JSON" in r.json()["detail"]
         assert c.post("/v1/recommend", content=b"history=1").status_code == 400  # not JSON at all

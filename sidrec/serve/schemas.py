@@ -30,7 +30,7 @@ class RecommendRequest(RecommendOptions):
 
 
 class BatchRecommendRequest(RecommendOptions):
-    histories: list[list[ItemId]] = Field(..., max_length=MAX_BATCH_HISTORIES)
+    histories: list[list[ItemId]] = Field(..., min_length=1, max_length=MAX_BATCH_HISTORIES)
 
 
 class ScoredItem(BaseModel):
