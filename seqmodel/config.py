@@ -121,8 +121,9 @@ class ParallelHeads:
     item_loss_weight: float = 0.0
     item_negatives: int = 0
 
+    HEADS: ClassVar[tuple[str, ...]] = ("tied", "untied", "cosine")
     FIELD_RULES: ClassVar[dict[str, Rule]] = {
-        "digit_input_scale": Range(0), "head": Choice(("tied", "untied", "cosine")),
+        "digit_input_scale": Range(0), "head": Choice(HEADS),
         "head_temperature": Range(0, lo_open=True), "item_loss_weight": Range(0),
         "item_negatives": Range(0),
     }

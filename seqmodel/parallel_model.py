@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from transformers.models.t5.modeling_t5 import T5Config, T5PreTrainedModel
 from transformers.utils import ModelOutput
 
+from sidrec.seqmodel.config import ParallelHeads
 from sidrec.seqmodel.item_encoder import CausalItemEncoder, ItemEmbedder, last_states
 from sidrec.seqmodel.item_model import item_id_rows
 from sidrec.seqmodel.item_table import ItemTable
@@ -58,7 +59,8 @@ __all__ = ["DigitScores", "ParallelGeneratorConfig", "ParallelIdGenerator", "Par
            "item_id_rows"]
 
 FAMILY = "parallel"
-HEADS = ("tied", "untied", "cosine")
+HEADS = ParallelHeads.HEADS
+_DEFAULT = ParallelHeads()  # the heads' defaults are declared once, in seqmodel/config.py
 
 
 class ParallelGeneratorConfig(T5Config):
@@ -78,19 +80,21 @@ class ParallelGeneratorConfig(T5Config):
     text_dim: int = 0
     num_id_rows: int = 0
     id_dropout: float = 0.0
-    digit_input_scale: float = 0.0
-    head: str = "tied"
-    head_temperature: float = 0.07
-    item_loss_weight: float = 0.0
-    item_negatives: int = 0
+    digit_input_scale: float = _DEFAULT.digit_input_scale
+    head: str = _DEFAULT.head
+    head_temperature: float = _DEFAULT.head_temperature
+    item_loss_weight: float = _DEFAULT.item_loss_weight
+    item_negatives: int = _DEFAULT.item_negatives
     dense_head: bool = False
     dense_loss_weight: float = 1.0
 
 
 def build_parallel_config(
     *, level_sizes: Sequence[int], num_items: int, text_dim: int = 0, num_id_rows: int = 0, id_dropout: float = 0.0,
-    digit_input_scale: float = 0.0, head: str = "tied", head_temperature: float = 0.07, item_loss_weight: float = 0.0,
-    item_negatives: int = 0, dense_head: bool = False, dense_loss_weight: float = 1.0, **t5_kwargs: Any,
+    digit_input_scale: float = _DEFAULT.digit_input_scale, head: str = _DEFAULT.head,
+    head_temperature: float = _DEFAULT.head_temperature, item_loss_weight: float = _DEFAULT.item_loss_weight,
+    item_negatives: int = _DEFAULT.item_negatives, dense_head: bool = False, dense_loss_weight: float = 1.0,
+    **t5_kwargs: Any,
 ) -> ParallelGeneratorConfig:
     """A ``ParallelGeneratorConfig`` for IDs of ``level_sizes`` (T5 sizes as in ``build_t5_config``)."""
     if head not in HEADS:
