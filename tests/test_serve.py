@@ -316,3 +316,26 @@ def test_a_failed_batch_fails_only_its_requests():
     with pytest.raises(ValueError, match="bad setting"):
         bad.result(timeout=10)
     batcher.stop()
+
+
+def test_a_logged_write_that_cannot_be_applied_stops_writes_until_a_restart_replays_it(item_run, tmp_path,
+                                                                                        monkeypatch):
+    state = CatalogState.open_writer(tmp_path / "s", run=item_run)
+    real = state.recommender.apply_items
+
+    def broken(new):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(state.recommender, "apply_items", broken)
+    with pytest.raises(RuntimeError, match="in the change log but could not be applied"):
+        state.add([NEW])
+    monkeypatch.setattr(state.recommender, "apply_items", real)
+    with pytest.raises(RuntimeError, match="restart the server"):  # no write may reuse its sequence number
+        state.add([{"item_id": "new-2", "title": "Mint Shampoo"}])
+    state.log.close()
+    import os
+
+    os.close(state.lock_fd)
+    again = CatalogState.open_writer(tmp_path / "s", run=item_run)
+    assert again.version == 1 and again.recommender.item_index("new-1") is not None
+    again.close()

@@ -71,6 +71,7 @@ class CatalogState:
     writes_since_snapshot: int = 0
     log: ChangeLog | None = None  # None: read-only
     lock_fd: int | None = None
+    broken: str | None = None  # a logged write could not be applied: no more writes until a restart replays it
 
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -204,8 +205,15 @@ class CatalogState:
     def _commit(self, record: dict[str, Any]) -> None:
         if self.log is None:
             raise PermissionError("this server is a read replica; send writes to the writer")
+        if self.broken:
+            raise RuntimeError(self.broken)
         self.log.append(record)  # durable before anything changes or is answered
-        self._apply(record)
+        try:
+            self._apply(record)
+        except Exception as e:  # planned against this catalog, so not expected; never diverge from the log
+            self.broken = (f"write {record['seq']} is in the change log but could not be applied ({e}); restart the "
+                           "server: it replays the log")
+            raise RuntimeError(self.broken) from e
         self.log_offset = os.path.getsize(self.log_path)
 
     # -- snapshots ------------------------------------------------------------------------------------
