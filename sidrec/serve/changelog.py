@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from sidrec.utils.io import fsync_path
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ChangeLog", "LogRead", "decode_embedding", "encode_embedding", "read_log"]
@@ -77,7 +79,7 @@ class ChangeLog:
                 f.truncate(existing.end)
                 os.fsync(f.fileno())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
 
     def append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
@@ -91,11 +93,3 @@ class ChangeLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

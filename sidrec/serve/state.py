@@ -30,7 +30,7 @@ import numpy as np
 
 from sidrec.api import NewItems, Recommender
 from sidrec.serve.changelog import ChangeLog, decode_embedding, encode_embedding, read_log
-from sidrec.utils.io import read_json
+from sidrec.utils.io import atomic_write_bytes, fsync_path, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class CatalogState:
         rec = Recommender.from_pretrained(run)
         meta = {"format_version": FORMAT_VERSION, "run": str(Path(run).resolve()), "created": _now(),
                 "dataset_fingerprint": RunFolder(run).dataset_fingerprint()}
-        _durable_write(root / "serve.json", _json(meta))
+        atomic_write_bytes(root / "serve.json", _json(meta), durable=True)
         state = cls(root=root, recommender=rec, version=0, snapshot_name="")
         state._write_snapshot()
         return state
@@ -230,11 +230,11 @@ class CatalogState:
         snaps, logs = self.root / "snapshots", self.root / "logs"
         self.recommender.save_pretrained(snaps / name)
         _fsync_tree(snaps / name)
-        _durable_write(snaps / f"{name}.json", _json({"version": self.version, "created": _now(),
-                                                      "events": self.events}))
+        atomic_write_bytes(snaps / f"{name}.json", _json({"version": self.version, "created": _now(),
+                                                          "events": self.events}), durable=True)
         logs.mkdir(exist_ok=True)
-        _durable_write(logs / f"{name}.jsonl", b"")
-        _durable_write(self.root / "CURRENT", (name + "\n").encode())  # the switch: one atomic rename
+        atomic_write_bytes(logs / f"{name}.jsonl", b"", durable=True)
+        atomic_write_bytes(self.root / "CURRENT", (name + "\n").encode(), durable=True)  # the switch
         if self.log is not None:
             self.log.close()
             self.log = ChangeLog(logs / f"{name}.jsonl")
@@ -305,31 +305,12 @@ def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _durable_write(path: Path, data: bytes) -> None:
-    """Write through a temporary name, fsync the file, rename, fsync the folder: on disk once this returns."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: Path) -> None:
     for sub in sorted(path.rglob("*")):
         if sub.is_file():
-            _fsync_path(sub)
+            fsync_path(sub)
     for sub in sorted({p.parent for p in path.rglob("*")} | {path, path.parent}):
-        _fsync_path(sub)
+        fsync_path(sub)
 
 
 def _prune(root: Path, *, keep: int) -> None:
