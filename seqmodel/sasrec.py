@@ -31,12 +31,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from sidrec.utils import atomic_dir
 from sidrec.utils.config import Choice, Range, Rule
-from sidrec.utils.io import safetensors_os_errors
+from sidrec.utils.io import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -234,15 +233,14 @@ class SASRec(nn.Module):
 
         ``provenance`` (e.g. the dataset fingerprint it was trained on) is stored in ``config.json``.
         """
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = self.state_dict()
         provenance = provenance if provenance is not None else self.provenance
         with atomic_dir(path) as tmp:
             extra = {"provenance": provenance} if provenance is not None else {}
             (tmp / "config.json").write_text(
                 json.dumps({"model_type": "sasrec", **dataclasses.asdict(self.config), **extra}, indent=2) + "\n"
             )
-            with safetensors_os_errors(Path(path) / "model.safetensors"):
-                save_file(state, str(tmp / "model.safetensors"))
+            save_tensors(state, tmp / "model.safetensors", named=Path(path) / "model.safetensors")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SASRec:

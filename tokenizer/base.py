@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from sidrec.tokenizer.embeddings import check_embeddings
-from sidrec.utils import atomic_write_json, follow_umask, load_safetensors, read_json
-from sidrec.utils.io import safetensors_os_errors
+from sidrec.utils import atomic_write_json, load_safetensors, read_json
+from sidrec.utils.io import save_tensors
 
 if TYPE_CHECKING:
     from sidrec.tokenizer.config import TokenizerConfig
@@ -214,10 +213,7 @@ class Quantizer(ABC):
         """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        with safetensors_os_errors(d / "model.safetensors"):
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()},
-                      str(d / "model.safetensors"))
-        follow_umask(d / "model.safetensors")  # safetensors writes 0600 whatever the umask
+        save_tensors(self.state_tensors(), d / "model.safetensors")
         atomic_write_json(d / "config.json", self.get_config())
 
     @classmethod

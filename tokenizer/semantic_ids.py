@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import save_file
 
 from sidrec.tokenizer.base import Quantizer, build_quantizer
 from sidrec.tokenizer.collisions import (
@@ -41,13 +40,12 @@ from sidrec.utils import (
     atomic_write_json,
     atomic_write_text,
     config_to_dict,
-    follow_umask,
     load_config,
     load_safetensors,
     read_json,
 )
 from sidrec.utils.ids import bad_id_char, describe_char, split_lines
-from sidrec.utils.io import safetensors_os_errors
+from sidrec.utils.io import save_tensors
 from sidrec.utils.memory import paused_gc
 from sidrec.utils.provenance import check_table, table_record
 from sidrec.utils.threads import torch_threads
@@ -427,14 +425,9 @@ class SemanticIdTokenizer:
             if bad_id_char(item) is not None:
                 raise ValueError(f"item_id {item!r} holds {describe_char(bad_id_char(item))}, a tab or line-break "
                                  f"character, and cannot be written to {TABLE_FILE}; rename the item")
-        with safetensors_os_errors(d / "model.safetensors"):
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.quantizer.state_tensors().items()},
-                      str(d / "model.safetensors"))
-        follow_umask(d / "model.safetensors")  # safetensors writes 0600 whatever the umask
+        save_tensors(self.quantizer.state_tensors(), d / "model.safetensors")
         if self.features is not None:
-            with safetensors_os_errors(d / FEATURES_FILE):
-                save_file(self.features.state_tensors(), str(d / FEATURES_FILE))
-            follow_umask(d / FEATURES_FILE)
+            save_tensors(self.features.state_tensors(), d / FEATURES_FILE)
         lines = ["item_id\tcodes"] + [f"{item}\t{' '.join(map(str, row))}"
                                       for item, row in zip(self.item_ids, self.codes.tolist(), strict=True)]
         atomic_write_text(d / TABLE_FILE, "\n".join(lines) + "\n")

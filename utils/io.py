@@ -26,6 +26,7 @@ from typing import Any
 __all__ = [
     "as_os_error",
     "safetensors_os_errors",
+    "save_tensors",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -241,6 +242,17 @@ def as_os_error(error: BaseException, path: str | os.PathLike | None = None) -> 
         code = int(m.group(1))
         return OSError(code, os.strerror(code), None if path is None else str(path))
     return None
+
+
+def save_tensors(tensors: dict[str, Any], path: str | os.PathLike, *, named: str | os.PathLike | None = None) -> None:
+    """The one way sidrec writes a ``.safetensors`` file of plain tensors: contiguous CPU copies, a full disk
+    as an ``OSError`` naming ``named`` (the published path, when ``path`` is inside a temporary folder), and
+    the umask's mode (safetensors writes 0600 whatever the umask)."""
+    from safetensors.torch import save_file
+
+    with safetensors_os_errors(named or path):
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    follow_umask(path)
 
 
 @contextlib.contextmanager
