@@ -194,17 +194,20 @@ def _item_info(server: Server, item_id: str) -> dict[str, Any] | None:
 
 
 # -- writes ---------------------------------------------------------------------------------------
-async def _write(server: Server, request: Request, op: str, *args: Any) -> tuple[Any, int]:
+async def _write(server: Server, request: Request, name: str, op: Any) -> tuple[Any, int]:
+    """``op(state)`` on the worker, after the guards; the write's errors as statuses; counted as ``name``."""
     _ready(server)
     _check_write(request, server)
     try:
-        return await _wait(_submit(server, server.write, op, *args))
+        result = await _wait(_submit(server, server.write, op))
+        server.metrics.writes.labels(name).inc()
+        return result
     except Conflict as e:
         raise HTTPException(409, str(e)) from None
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
     except OSError as e:
-        logger.error("a %s was not stored: %s", op, e)
+        logger.error("a %s was not stored: %s", name, e)
         raise HTTPException(500, f"the write was not stored (nothing changed): {e}") from None
 
 
@@ -213,8 +216,7 @@ def _add_write_routes(app: FastAPI, server: Server) -> None:
     async def add_items(body: S.AddItemsRequest, request: Request) -> dict[str, Any]:
         """Give new items semantic IDs and make them recommendable at once (durable when answered)."""
         items = [item.model_dump() for item in body.items]
-        added, version = await _write(server, request, "add", items)
-        server.metrics.writes.labels("add").inc()
+        added, version = await _write(server, request, "add", lambda state: state.add(items))
         return {"added": added, "catalog_version": version}
 
     @app.post("/v1/items/remove", response_model=S.RemoveItemsResponse, tags=["catalog"])
@@ -222,8 +224,8 @@ def _add_write_routes(app: FastAPI, server: Server) -> None:
         """Stop recommending these items (their ids stay taken)."""
         from sidrec.api import item_id_string
 
-        removed, version = await _write(server, request, "remove", [item_id_string(i) for i in body.item_ids])
-        server.metrics.writes.labels("remove").inc()
+        ids = [item_id_string(i) for i in body.item_ids]
+        removed, version = await _write(server, request, "remove", lambda state: state.remove(ids))
         return {"removed": removed, "catalog_version": version}
 
     @app.post("/v1/snapshot", response_model=S.SnapshotResponse, tags=["operations"])

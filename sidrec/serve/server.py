@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,10 +178,11 @@ class Server:
         return self.batcher.submit(ReadJob(histories, k, exclude_seen, cold_share))
 
     # -- writes -----------------------------------------------------------------------------------
-    def write(self, fn_name: str, *args: Any):
-        """Run ``state.<fn_name>(*args)`` on the worker; then a snapshot when ``snapshot_every`` is reached."""
+    def write(self, op: Callable[[CatalogState], Any]):
+        """Run ``op(state)`` (a write) on the worker; then a snapshot when ``snapshot_every`` is reached. The
+        future holds ``(op's result, catalog version after it)``."""
         def run() -> tuple[Any, int]:
-            result = getattr(self.state, fn_name)(*args)
+            result = op(self.state)
             if self.state.writes_since_snapshot >= self.settings.snapshot_every:
                 self.state.snapshot()
             return result, self.state.version
