@@ -249,13 +249,16 @@ def test_snapshots_move_current_start_a_new_log_and_prune(item_run, tmp_path):
     assert (root / "CURRENT").read_text().strip() == "v000000005"  # nothing new at shutdown: no new snapshot
 
 
-def test_a_state_folder_serves_one_run(item_run, trained_run, tmp_path):
+def test_a_state_folder_serves_one_run(item_run, trained_run, tiny_run, tmp_path):
     CatalogState.open_writer(tmp_path / "s", run=item_run).close()
     state = CatalogState.open_writer(tmp_path / "s")  # a restart needs no run folder
     state.close()
-    sidrec_dataset = json.loads((item_run / "dataset" / "stats.json").read_text())
-    assert sidrec_dataset  # the same dataset: trained_run shares it, so it is accepted
+    fingerprint = json.loads((item_run / "dataset" / "stats.json").read_text())["fingerprint"]
+    assert fingerprint  # the same dataset: trained_run shares it, so it is accepted
+    assert json.loads((trained_run / "dataset" / "stats.json").read_text())["fingerprint"] == fingerprint
     CatalogState.open_writer(tmp_path / "s", run=trained_run).close()
+    with pytest.raises(ValueError, match="give another --state folder"):  # another dataset: refused
+        CatalogState.open_writer(tmp_path / "s", run=tiny_run)
     with pytest.raises(ValueError, match="no snapshot yet"):
         CatalogState.open_writer(tmp_path / "empty")
 
