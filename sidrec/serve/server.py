@@ -161,11 +161,12 @@ class Server:
 
         rec = self.state.recommender
         ids = [item_id_string(i) for i in history]
-        unknown = [(index, i) for i in ids if rec.item_index(i) is None]
+        rows = [rec.item_index(i) for i in ids]  # looked up once
+        unknown = [(index, i) for i, row in zip(ids, rows, strict=True) if row is None]
         if unknown and on_unknown == "error":
             raise UnknownItems(unknown)
         if unknown:
-            ids = [i for i in ids if rec.item_index(i) is not None]
+            ids = [i for i, row in zip(ids, rows, strict=True) if row is not None]
         if not ids:
             raise ValueError(f"history {index} is empty{' after skipping unknown ids' if unknown else ''}; "
                              "a recommendation needs at least one known item")
