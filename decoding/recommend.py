@@ -25,7 +25,7 @@ from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.settings import DecodingSettings
 from sidrec.decoding.teacher import teacher_forced_scores
-from sidrec.decoding.text_profile import text_scores
+from sidrec.decoding.text_profile import candidate_text_scores, text_scores
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["Candidates", "beam_candidates", "has_dense_head", "join_candidates", "popularity_prior", "recommend_topk"]
@@ -220,14 +220,7 @@ def _text_priority(model: nn.Module, histories: Sequence[Sequence[int]], items: 
     """``(B, K)`` the candidates' text similarity to each user's recent items (which cold candidates fill the
     reserved slots), or None for a model without item text (then the ranking's own order)."""
     text = _unit_text(model)
-    if text is None:
-        return None
-    parts = []
-    for start in range(0, len(histories), 256):  # (256, N) similarities at a time
-        rows = items[start : start + 256]
-        sims = text_scores(text, [list(h) for h in histories[start : start + 256]], normalized=True).cpu()  # (b, N)
-        parts.append(sims.gather(1, rows.clamp(min=0)).masked_fill(rows < 0, float("-inf")))
-    return torch.cat(parts) if parts else torch.zeros(items.shape)
+    return None if text is None else candidate_text_scores(text, [list(h) for h in histories], items).cpu()
 
 
 def _unit_text(model: nn.Module) -> torch.Tensor | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "text_scores"]
+__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "candidate_text_scores", "text_scores"]
 
 TEXT_WINDOW = 20  # history items in the query (the knn baseline's VALID choice)
 TEXT_DECAY = 0.2  # weight of the j-th newest item: decay**j (idem)
@@ -27,6 +27,22 @@ def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, windo
     ``normalized``: the rows are unit vectors already (``ItemEmbedder.unit_text``, cached), so not again;
     ``items`` ``(M,)``: score only these items, ``(B, M)`` (e.g. the never-seen ones)."""
     unit = text.float() if normalized else torch.nn.functional.normalize(text.float(), dim=1)  # (N, D)
+    queries = _queries(unit, histories, window=window, decay=decay)  # (B, D)
+    return queries @ (unit if items is None else unit[items.to(unit.device)]).T  # (B, N) or (B, M)
+
+
+@torch.no_grad()
+def candidate_text_scores(unit: torch.Tensor, histories: Sequence[Sequence[int]], items: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` the text similarity of each user's own candidates ``items (B, K)`` (``-inf`` where ``-1``),
+    with ``unit (N, D)`` normalised rows: K dot products per user, not the whole catalog."""
+    queries = _queries(unit, histories, window=TEXT_WINDOW, decay=TEXT_DECAY)  # (B, D)
+    rows = items.to(unit.device)
+    sims = (unit[rows.clamp(min=0)] * queries[:, None, :]).sum(-1)  # (B, K)
+    return sims.masked_fill(rows < 0, float("-inf"))
+
+
+def _queries(unit: torch.Tensor, histories: Sequence[Sequence[int]], *, window: int, decay: float) -> torch.Tensor:
+    """``(B, D)`` each history's normalised recency-weighted sum of its last ``window`` items' rows."""
     index = torch.zeros(len(histories), window, dtype=torch.long)  # (B, W) newest first
     weight = torch.zeros(len(histories), window)  # (B, W), 0 past a short history
     for row, history in enumerate(histories):
@@ -34,5 +50,4 @@ def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, windo
         index[row, : len(recent)] = torch.as_tensor(recent, dtype=torch.long)
         weight[row, : len(recent)] = decay ** torch.arange(len(recent), dtype=torch.float32)
     index, weight = index.to(unit.device), weight.to(unit.device)
-    queries = torch.nn.functional.normalize((weight[..., None] * unit[index]).sum(1), dim=1)  # (B, D)
-    return queries @ (unit if items is None else unit[items.to(unit.device)]).T  # (B, N) or (B, M)
+    return torch.nn.functional.normalize((weight[..., None] * unit[index]).sum(1), dim=1)  # (B, D)

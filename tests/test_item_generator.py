@@ -459,6 +459,13 @@ def test_text_scores_are_the_knn_baselines_query_and_pick_the_cold_slots():
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     want = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    from sidrec.decoding.text_profile import candidate_text_scores
+
+    cands = torch.tensor([[4, 0, -1], [29, 7, 3], [1, 2, 5]])  # each user's own candidates, -1 = none
+    unit = torch.nn.functional.normalize(torch.from_numpy(emb), dim=1)
+    own = candidate_text_scores(unit, histories, cands)
+    torch.testing.assert_close(own[cands >= 0], got.gather(1, cands.clamp(min=0))[cands >= 0])
+    assert torch.isinf(own[0, 2])
     # the reserved slots take the cold candidates with the highest priority, not the ranking's order
     items = torch.tensor([[0, 1, 2, 3, 4, 5]])
     scores = -torch.arange(6, dtype=torch.float32)[None, :]
