@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         print(f"| {name} | {r['all_r']:.4f} | {r['all_n']:.4f} | {r['warm_r']:.4f} | {r['cold_r']:.4f} | "
               f"{r['cold_n']:.4f} |")
-    print("\nTIGER's epsilon (share of the top 10 reserved for cold items: from the beam, or the best cold items of an "
-          "exact ranking; not tuned):")
+    print("\nTIGER's epsilon (share of the top 10 reserved for cold items: the cold candidates whose text is closest "
+          "to the user's recent items; not tuned):")
     print("| epsilon | Recall@10 all | Recall@10 cold |\n|---|---|---|")
     print(f"| 0 | {g['all_r']:.4f} | {g['cold_r']:.4f} |")
     for share in SHARES:

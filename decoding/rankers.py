@@ -21,6 +21,7 @@ from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.recommend import popularity_prior, recommend_topk
 from sidrec.decoding.rerank import reserve_cold
 from sidrec.decoding.settings import DecodingSettings
+from sidrec.decoding.text_profile import candidate_text_scores, model_unit_text, text_scores
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["BeamRanker", "ExactRanker", "make_ranker", "ranks_exactly", "scores_whole_catalog"]
@@ -111,8 +112,10 @@ class _ExactRanker(ExactRanker):
     def recommend(self, histories: Sequence[Sequence[int]], *, k: int, settings: DecodingSettings | None = None,
                   exclude_history: bool = False, cold: np.ndarray | None = None, cold_share: float = 0.0,
                   user_ids: Sequence[str] | None = None, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k``; ``cold_share`` reserves up to ``ceil(cold_share * k)`` slots for the best ``cold``
-        items of the whole catalog (``reserve_cold`` over the top-k and the best cold items)."""
+        """Exact top-``k``; ``cold_share`` reserves up to ``ceil(cold_share * k)`` slots for ``cold`` items
+        (``reserve_cold``). As in the beam families, a model that reads item text fills them with the cold
+        items whose text is closest to the user's recent items (``text_scores``: nothing trained the model's
+        scores of an item it never saw), each with its exact score; without text, the model's best cold items."""
         weight = (settings or self.settings).dense_weight if getattr(self.model, "has_dense_head", False) else 0.0
         items, scores = self.topk(histories, k=k, exclude_history=exclude_history, batch_size=batch_size,
                                   dense_weight=weight)
@@ -120,12 +123,43 @@ class _ExactRanker(ExactRanker):
             return items, scores
         if cold is None:
             raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")
-        cold = np.asarray(cold, dtype=bool)
-        cold_items, cold_scores = self.topk(histories, k=k, exclude_history=exclude_history, batch_size=batch_size,
-                                            dense_weight=weight, only=cold)  # the best cold items alone
+        cold = np.pad(np.asarray(cold, dtype=bool), (0, max(0, self.catalog.num_items - len(cold))))
+        unit = model_unit_text(self.model)
+        if unit is None:
+            cold_items, cold_scores = self.topk(histories, k=k, exclude_history=exclude_history,
+                                                batch_size=batch_size, dense_weight=weight, only=cold)
+        else:
+            cold_items, cold_scores = self._cold_by_text(unit, histories, cold, k=k, dense_weight=weight,
+                                                         exclude_history=exclude_history, batch_size=batch_size)
         merged, order = _merge(items, scores, cold_items, cold_scores)
-        mask = torch.as_tensor(np.pad(cold, (0, max(0, self.catalog.num_items - len(cold)))))
-        return reserve_cold(merged, order, mask, epsilon=cold_share, k=k)
+        priority = None if unit is None else candidate_text_scores(unit, [list(h) for h in histories], merged).cpu()
+        return reserve_cold(merged, order, torch.as_tensor(cold), epsilon=cold_share, k=k, priority=priority)
+
+    def _cold_by_text(self, unit: torch.Tensor, histories: Sequence[Sequence[int]], cold: np.ndarray, *, k: int,
+                      dense_weight: float, exclude_history: bool, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U, k)`` each user's ``k`` active cold items closest by text (``-1`` where fewer), with their exact
+        scores ``(U, k)``, in text order."""
+        pool = torch.from_numpy(np.flatnonzero(cold[: self.catalog.num_items] & self.catalog.active))  # (C,)
+        out_items, out_scores = [], []
+        for start in range(0, len(histories), batch_size):
+            batch = [list(h) for h in histories[start : start + batch_size]]
+            sims = text_scores(unit, batch, normalized=True, items=pool).cpu()  # (B, C)
+            if exclude_history:
+                seen = torch.zeros(len(batch), self.catalog.num_items, dtype=torch.bool)
+                for row, history in enumerate(batch):
+                    seen[row, torch.as_tensor(history, dtype=torch.long)] = True
+                sims = sims.masked_fill(seen[:, pool], float("-inf"))
+            take = min(k, len(pool))
+            vals, idx = sims.topk(take, dim=1)  # (B, take)
+            chosen = pool[idx].masked_fill(torch.isinf(vals), -1)
+            full = self.full_scores(batch, dense_weight=dense_weight)  # (B, N)
+            exact = full.gather(1, chosen.clamp(min=0)).masked_fill(chosen < 0, float("-inf"))
+            pad = k - take
+            out_items.append(torch.cat([chosen, chosen.new_full((len(batch), pad), -1)], 1))
+            out_scores.append(torch.cat([exact, exact.new_full((len(batch), pad), float("-inf"))], 1))
+        if not out_items:
+            return torch.zeros((0, k), dtype=torch.long), torch.zeros((0, k))
+        return torch.cat(out_items), torch.cat(out_scores)
 
 
 def _merge(items: torch.Tensor, scores: torch.Tensor, more_items: torch.Tensor,

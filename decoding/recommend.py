@@ -25,7 +25,7 @@ from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.rerank import hybrid_rank, reserve_cold
 from sidrec.decoding.settings import DecodingSettings
 from sidrec.decoding.teacher import teacher_forced_scores
-from sidrec.decoding.text_profile import candidate_text_scores, text_scores
+from sidrec.decoding.text_profile import candidate_text_scores, model_unit_text, text_scores
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["Candidates", "beam_candidates", "has_dense_head", "join_candidates", "popularity_prior", "recommend_topk"]
@@ -163,7 +163,7 @@ def join_candidates(
         all_dense.scatter_(1, picked[-1].clamp(min=0), float("-inf"))
     if new:
         seen = model.item_counts[:n].to(device) > 0  # (N,)
-        text = _unit_text(model)  # (N, Dt) or None
+        text = model_unit_text(model)  # (N, Dt) or None
         pool = all_dense
         if text is not None and histories is not None:
             unseen = torch.nonzero(~seen).flatten()  # (M,) only they can join here: score only them
@@ -219,11 +219,5 @@ def recommend_topk(
 def _text_priority(model: nn.Module, histories: Sequence[Sequence[int]], items: torch.Tensor) -> torch.Tensor | None:
     """``(B, K)`` the candidates' text similarity to each user's recent items (which cold candidates fill the
     reserved slots), or None for a model without item text (then the ranking's own order)."""
-    text = _unit_text(model)
+    text = model_unit_text(model)
     return None if text is None else candidate_text_scores(text, [list(h) for h in histories], items).cpu()
-
-
-def _unit_text(model: nn.Module) -> torch.Tensor | None:
-    """The model's normalised item text ``(N, Dt)`` (cached by its embedder), or None without item text."""
-    unit_text = getattr(getattr(model, "embedder", None), "unit_text", None)
-    return unit_text() if unit_text is not None else None

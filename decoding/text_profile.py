@@ -14,10 +14,16 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "candidate_text_scores", "text_scores"]
+__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "candidate_text_scores", "model_unit_text", "text_scores"]
 
 TEXT_WINDOW = 20  # history items in the query (the knn baseline's VALID choice)
 TEXT_DECAY = 0.2  # weight of the j-th newest item: decay**j (idem)
+
+
+def model_unit_text(model: object) -> torch.Tensor | None:
+    """A generator's normalised item text ``(N, Dt)`` (cached by its embedder), or None when it reads no text."""
+    unit_text = getattr(getattr(model, "embedder", None), "unit_text", None)
+    return unit_text() if unit_text is not None else None
 
 
 @torch.no_grad()

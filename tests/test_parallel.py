@@ -419,3 +419,30 @@ def test_exact_ranker_reserves_cold_slots_from_the_best_cold_items():
         assert set(got) <= set(plain[u].tolist()) | set(best_cold[u].tolist())  # only ranked candidates
     with pytest.raises(ValueError, match="cold_share needs the cold items"):
         ranker.recommend(histories, k=10, cold_share=0.2)
+
+
+def test_exact_ranker_fills_cold_slots_by_text_with_exact_scores():
+    """A model that reads text fills the reserved slots with the cold items whose text is closest to the user's
+    recent items (the beam families' rule), never a history item, each with its exact score."""
+    from sidrec.decoding import DecodingSettings, make_ranker
+    from sidrec.decoding.text_profile import text_scores
+
+    model = tiny_parallel(80, seed=4, text_dim=8)
+    ranker = make_ranker(model, codes=model.item_codes, level_sizes=SIZES, settings=DecodingSettings())
+    cold = np.zeros(80, dtype=bool)
+    cold[50:] = True
+    histories = [[1, 2], [55, 3], [10, 11, 12]]
+    plain, _ = ranker.recommend(histories, k=10, exclude_history=True)
+    got, scores = ranker.recommend(histories, k=10, cold=cold, cold_share=0.3, exclude_history=True)
+    sims = text_scores(model.embedder.unit_text(), histories, normalized=True)  # (U, N)
+    full = ranker.full_scores(histories)
+    for u, history in enumerate(histories):
+        row = got[u].tolist()
+        assert not set(row) & set(history) and len(set(row)) == 10
+        kept_cold = [i for i in plain[u].tolist()[:10] if cold[i]]
+        new_cold = [i for i in row if cold[i] and i not in kept_cold]
+        ranked = [i for i in torch.argsort(sims[u], descending=True).tolist() if cold[i] and i not in history
+                  and i not in kept_cold]
+        assert len(kept_cold) + len(new_cold) >= 3
+        assert new_cold == ranked[: len(new_cold)]  # the text-closest cold items, in text order
+        assert torch.allclose(scores[u], full[u, got[u]])  # every score is the item's exact score
