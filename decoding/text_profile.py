@@ -28,13 +28,24 @@ def model_unit_text(model: object) -> torch.Tensor | None:
 
 @torch.no_grad()
 def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, window: int = TEXT_WINDOW,
-                decay: float = TEXT_DECAY, normalized: bool = False, items: torch.Tensor | None = None) -> torch.Tensor:
+                decay: float = TEXT_DECAY, normalized: bool = False, items: torch.Tensor | None = None,
+                drop_query: bool = False) -> torch.Tensor:
     """``(B, N)`` cosine of every item's text ``text (N, D)`` (row i = item i) with each history's query;
     ``normalized``: the rows are unit vectors already (``ItemEmbedder.unit_text``, cached), so not again;
-    ``items`` ``(M,)``: score only these items, ``(B, M)`` (e.g. the never-seen ones)."""
+    ``items`` ``(M,)``: score only these items, ``(B, M)`` (e.g. the never-seen ones); ``drop_query``: the
+    query's own items (the last ``window`` of each history) get ``-inf``, as the kNN baseline drops them (each
+    is closest to its own query; whole-catalog scores only)."""
+    if drop_query and items is not None:
+        raise ValueError("drop_query applies to whole-catalog scores (items=None)")
     unit = text.float() if normalized else torch.nn.functional.normalize(text.float(), dim=1)  # (N, D)
     queries = _queries(unit, histories, window=window, decay=decay)  # (B, D)
-    return queries @ (unit if items is None else unit[items.to(unit.device)]).T  # (B, N) or (B, M)
+    scores = queries @ (unit if items is None else unit[items.to(unit.device)]).T  # (B, N) or (B, M)
+    if drop_query:
+        rows = [r for r, h in enumerate(histories) for _ in list(h)[-window:]]
+        cols = [c for h in histories for c in list(h)[-window:]]
+        if rows:
+            scores[torch.tensor(rows), torch.tensor(cols, device=scores.device)] = float("-inf")
+    return scores
 
 
 @torch.no_grad()

@@ -111,8 +111,8 @@ def training_record(run: Path, name: str) -> dict[str, Any] | None:
     """
     from sidrec.utils.io import read_json
 
-    if name.startswith("generator + "):  # a fusion: both models' training, added up
-        parts = [training_record(run, "generator"), training_record(run, name[len("generator + "):].split(" (")[0])]
+    if name.endswith(" (fused)"):  # a fusion: its trained models' training, added up (the text kNN trains none)
+        parts = [training_record(run, part) for part in name[: -len(" (fused)")].split(" + ") if part != "text"]
         if any(p is None for p in parts):
             return None
         return {"minutes": round(sum(p["minutes"] for p in parts), 2), "parts": parts}
@@ -229,7 +229,7 @@ def evaluate_run(
     if generators:
         _describe_generator(result, generators[0])
     if fuse:
-        generators.append(_fused(run, fuse, generators, dataset, result, exclude_history=exclude_history))
+        generators += _fused(run, fuse, generators, dataset, result, exclude_history=exclude_history)
     for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
@@ -250,9 +250,11 @@ def evaluate_run(
     return result
 
 
-def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, Any], *, exclude_history: bool):
-    """The generator fused with ``fuse`` (only SASRec), the fusion chosen on VALID; recorded in ``result``."""
-    from sidrec.eval.fusion import fit_run_fusion
+def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, Any], *, exclude_history: bool) -> list:
+    """The generator fused with ``fuse`` (only SASRec; plus the text kNN's score for a generator that reads
+    text), the fusion chosen on VALID and recorded in ``result``, then its ablations (``sidrec.eval.fusion.
+    ablations``: SASRec + text, generator + text)."""
+    from sidrec.eval.fusion import ablations, fit_run_fusion
 
     if fuse != "sasrec":
         raise ValueError(f"--fuse {fuse!r}: only 'sasrec' can be fused with the generator")
@@ -260,8 +262,9 @@ def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, An
         raise ValueError(f"--fuse sasrec needs the run's generator ({result['generator_status']})")
     scorer, grid = fit_run_fusion(run, generator=generators[0], dataset=dataset, exclude_history=exclude_history)
     result["fusion"] = {"norm": scorer.settings.norm, "weight": scorer.settings.weight,
-                        "popularity": scorer.settings.popularity, "chosen_on": "valid", "grid": grid}
-    return scorer
+                        "popularity": scorer.settings.popularity, "text_weight": scorer.settings.text_weight,
+                        "name": scorer.name, "chosen_on": "valid", "grid": grid}
+    return [scorer, *ablations(scorer, grid)]
 
 
 def _check_args(*, beam_size: int | None, n_boot: int, batch_size: int) -> None:

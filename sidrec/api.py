@@ -26,6 +26,7 @@ import torch
 from sidrec.data import load_catalog, save_catalog
 from sidrec.decoding import DecodingSettings, make_ranker, scores_whole_catalog
 from sidrec.decoding.fusion import FusionSettings, fuse_scores, log_popularity
+from sidrec.decoding.text_profile import model_unit_text, text_scores
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
@@ -96,6 +97,10 @@ class Recommender:
             if not scores_whole_catalog(self.model):
                 raise ValueError("fusion needs a generator that scores the whole catalog (family parallel, or a "
                                  "dense head: item/hybrid)")
+            if fusion[1].text_weight and model_unit_text(self.model) is None:
+                raise ValueError("this fusion adds the text kNN's score (text_weight > 0), but the generator reads "
+                                 "no item text; choose the fusion again for this generator (`sidrec evaluate --fuse "
+                                 "sasrec`)")
             self.fusion = (fusion[0].to(self.device).eval(), fusion[1])
 
     # -- loading and saving ---------------------------------------------------------------------
@@ -240,7 +245,10 @@ class Recommender:
             sas = sasrec.score_histories(batch).float().cpu()
             if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained: the generator scores them
                 sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
-            fused = fuse_scores(gen, sas, settings, log_pop)
+            text = None
+            if settings.text_weight:  # the text kNN's score, the fusion's third signal (checked at load)
+                text = text_scores(model_unit_text(self.model), batch, normalized=True, drop_query=True).float().cpu()
+            fused = fuse_scores(gen, sas, settings, log_pop, text)
             top = torch.from_numpy(topk_from_scores(fused, k, histories=batch, exclude_history=exclude_seen))
             items.append(top)
             scores.append(fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf")))

@@ -183,7 +183,7 @@ def test_a_dense_head_generator_is_fused_with_sasrec_over_the_whole_catalog(item
     torch.testing.assert_close(full[:, :7], expected[:, :7])
     assert torch.isinf(full[:, 7]).all()
     result = evaluate_run(run, split="test", baselines=["sasrec"], n_boot=0, fuse="sasrec", out=tmp_path / "eval")
-    fused = result["generator_variants"]["generator + sasrec (fused)"]
+    fused = result["generator_variants"][result["fusion"]["name"]]
     assert fused["metrics"]["invalid_rate"] == 0
     assert FusionSettings.load(run).norm == result["fusion"]["norm"]
     fused_rec = sidrec.Recommender.from_pretrained(run, fuse=True)

@@ -318,6 +318,40 @@ def test_fused_scores_equal_a_hand_computation():
     soft = fuse_scores(gen, sas, FusionSettings(weight=1.0, norm="logsoftmax"))
     torch.testing.assert_close(soft[0, :3], torch.log_softmax(sas[0], 0)[:3])
     assert soft[0, 3] == float("-inf")
+    # the text kNN's score as a third signal: z-scored whatever the norm, defined for every item
+    text = torch.tensor([[0.5, 0.1, 0.3, 0.2], [0.0, 0.4, 0.8, 0.1]])
+    with_text = fuse_scores(gen, sas, FusionSettings(weight=0.25, norm="zscore", text_weight=0.5), text=text)
+    torch.testing.assert_close(with_text[0, :3], 0.75 * g0[:3] + 0.25 * s0[:3] + 0.5 * z(text[0])[:3])
+    assert with_text[0, 3] == float("-inf")
+    torch.testing.assert_close(with_text[1], 0.75 * g1 + 0.25 * s1 + 0.5 * z(text[1]))
+    soft_text = fuse_scores(gen, sas, FusionSettings(weight=1.0, norm="logsoftmax", text_weight=0.5), text=text)
+    torch.testing.assert_close(soft_text[0, :3], torch.log_softmax(sas[0], 0)[:3] + 0.5 * z(text[0])[:3])
+    with pytest.raises(ValueError, match="text"):
+        fuse_scores(gen, sas, FusionSettings(text_weight=0.5))
+    # an item the text does not score (a query item of the kNN: -inf) adds 0; the z-score is over the others
+    dropped = text.clone()
+    dropped[1, 1] = float("-inf")
+    part = fuse_scores(gen, sas, FusionSettings(weight=0.25, norm="zscore", text_weight=0.5), text=dropped)
+    zt = z(dropped[1])
+    zt[1] = 0.0
+    torch.testing.assert_close(part[1], 0.75 * g1 + 0.25 * s1 + 0.5 * zt)
+
+
+def test_text_scores_drop_the_query_items_as_the_knn_baseline_does():
+    from sidrec.decoding.text_profile import text_scores
+
+    text = torch.randn(30, 6)
+    histories = [list(range(25)), [3, 7]]
+    full = text_scores(text, histories)
+    dropped = text_scores(text, histories, drop_query=True)
+    for row, history in enumerate(histories):
+        query = set(history[-20:])
+        assert all(torch.isinf(dropped[row, i]) for i in query)
+        others = [i for i in range(30) if i not in query]
+        torch.testing.assert_close(dropped[row, others], full[row, others])
+    assert torch.isfinite(dropped[0, :5]).all()  # older than the 20-item window: still scored
+    with pytest.raises(ValueError, match="whole-catalog"):
+        text_scores(text, histories, drop_query=True, items=torch.tensor([1, 2]))
 
 
 def test_fusion_is_chosen_on_valid_and_scored_as_its_own_row(parallel_run, tmp_path, monkeypatch):
@@ -326,6 +360,7 @@ def test_fusion_is_chosen_on_valid_and_scored_as_its_own_row(parallel_run, tmp_p
     from sidrec.data import PreparedDataset
     from sidrec.decoding.fusion import FusionSettings
     from sidrec.eval.evaluate import evaluate_run
+    from sidrec.eval.fusion import fused_name
 
     real = PreparedDataset.eval_split
     reads = []
@@ -338,17 +373,40 @@ def test_fusion_is_chosen_on_valid_and_scored_as_its_own_row(parallel_run, tmp_p
     result = evaluate_run(parallel_run, split="test", baselines=["sasrec"], n_boot=0, fuse="sasrec",
                           out=tmp_path / "eval")
     assert reads[0] == "test" and reads[1:] == ["valid"]  # the fusion is chosen on VALID only
-    fused = result["generator_variants"]["generator + sasrec (fused)"]
-    assert fused["metrics"]["invalid_rate"] == 0 and fused["training"]["minutes"] >= 0
     chosen = FusionSettings.load(parallel_run)
+    name = result["fusion"]["name"]
+    assert name == fused_name(chosen) and name.endswith(" (fused)")  # on tiny data VALID may pick SASRec alone
+    fused = result["generator_variants"][name]
+    log = json.loads((parallel_run / "generator" / "training.json").read_text())
+    sas_log = json.loads((parallel_run / "baselines" / "sasrec" / "train_log.json").read_text())
+    minutes = {"generator": round(log["train_seconds"] / 60, 2), "sasrec": round(sas_log["train_seconds"] / 60, 2)}
+    for row, block in result["generator_variants"].items():  # a fusion's training: its trained models' added up
+        if row.endswith("(fused)"):
+            parts = [p for p in row[: -len(" (fused)")].split(" + ") if p != "text"]
+            assert block["training"]["minutes"] == pytest.approx(sum(minutes[p] for p in parts), abs=0.011)
+    assert fused["metrics"]["invalid_rate"] == 0
+    if chosen.text_weight:  # what each part adds: the same VALID grid's best without the generator / SASRec
+        assert {"sasrec + text (fused)", "generator + text (fused)"} & set(result["generator_variants"])
     assert (chosen.weight, chosen.norm) == (result["fusion"]["weight"], result["fusion"]["norm"])
     grid = json.loads((parallel_run / "fusion.json").read_text())["grid"]
-    assert len(grid) == 2 * 11 * 5  # norms x SASRec weights x popularity corrections
-    sasrec_tail = next(r["tail_recall@10"] for r in grid if r["weight"] == 1.0 and r["popularity"] == 0.0)
-    row = next(r for r in grid if (r["weight"], r["norm"], r["popularity"]) == (chosen.weight, chosen.norm,
-                                                                                chosen.popularity))
+    reads_text = sidrec_model_reads_text(parallel_run)
+    text_weights = {0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0} if reads_text else {0.0}
+    assert len(grid) == 2 * 11 * 5 * len(text_weights)  # norms x SASRec weights x popularity x text weights
+    assert {r["text_weight"] for r in grid} == text_weights
+    sasrec_tail = next(r["tail_recall@10"] for r in grid if r["weight"] == 1.0 and r["popularity"] == 0.0
+                       and r["text_weight"] == 0.0)
+    row = next(r for r in grid if (r["weight"], r["norm"], r["popularity"], r["text_weight"]) == (
+        chosen.weight, chosen.norm, chosen.popularity, chosen.text_weight))
     assert row["tail_recall@10"] >= sasrec_tail
     assert row["ndcg@10"] == max(r["ndcg@10"] for r in grid if r["tail_recall@10"] >= sasrec_tail)
+
+
+def sidrec_model_reads_text(run) -> bool:
+    from sidrec.decoding.text_profile import model_unit_text
+    from sidrec.utils.run_folder import RunFolder
+
+    model = RunFolder(run).generator().model
+    return model_unit_text(model) is not None
 
 
 def test_the_fusion_rule_keeps_sasrecs_long_tail_then_maximizes_ndcg():
@@ -361,6 +419,26 @@ def test_the_fusion_rule_keeps_sasrecs_long_tail_then_maximizes_ndcg():
             row(0.5, 0.1, 0.054, 0.045), row(0.0, 0.0, 0.045, 0.020)]
     chosen = _choose(grid)  # 0.056 loses the tail; of the two 0.054 rows the smaller SASRec weight
     assert (chosen.weight, chosen.popularity) == (0.5, 0.1)
+    text = [dict(r, text_weight=0.0) for r in grid] + [
+        dict(row(0.5, 0.1, 0.054, 0.050), text_weight=0.2),  # a tie in NDCG: the smaller text weight wins
+        dict(row(0.7, 0.0, 0.058, 0.039), text_weight=0.3),  # the best NDCG, but below SASRec's tail
+        dict(row(0.7, 0.0, 0.057, 0.044), text_weight=0.1)]
+    chosen = _choose(text)
+    assert (chosen.weight, chosen.popularity, chosen.text_weight) == (0.7, 0.0, 0.1)
+    text[-1]["ndcg@10"] = 0.054
+    assert _choose(text).text_weight == 0.0
+    only_sasrec = _choose(text, weight=1.0)  # an ablation: the best among SASRec's own rows
+    assert only_sasrec.weight == 1.0
+
+
+def test_fused_rows_are_named_by_the_signals_they_mix():
+    from sidrec.decoding.fusion import FusionSettings
+    from sidrec.eval.fusion import fused_name
+
+    assert fused_name(FusionSettings(weight=0.7)) == "generator + sasrec (fused)"
+    assert fused_name(FusionSettings(weight=0.7, text_weight=0.3)) == "generator + sasrec + text (fused)"
+    assert fused_name(FusionSettings(weight=1.0, text_weight=0.3)) == "sasrec + text (fused)"
+    assert fused_name(FusionSettings(weight=0.0, text_weight=0.3)) == "generator + text (fused)"
 
 
 def test_popularity_correction_subtracts_log_counts_and_spares_new_items():
@@ -446,3 +524,40 @@ def test_exact_ranker_fills_cold_slots_by_text_with_exact_scores():
         assert len(kept_cold) + len(new_cold) >= 3
         assert new_cold == ranked[: len(new_cold)]  # the text-closest cold items, in text order
         assert torch.allclose(scores[u], full[u, got[u]])  # every score is the item's exact score
+
+
+def test_a_fused_recommender_with_text_ranks_by_the_hand_fused_scores(parallel_run):
+    """A fusion with a text weight ranks by generator + SASRec + the text kNN's z-scored score, as computed by
+    hand; a generator without item text refuses such a fusion."""
+    import sidrec
+    from sidrec.decoding.fusion import FusionSettings, fuse_scores, log_popularity
+    from sidrec.decoding.text_profile import model_unit_text, text_scores
+    from sidrec.utils.run_folder import RunFolder
+
+    base = sidrec.Recommender.from_pretrained(parallel_run, fuse=False)
+    if model_unit_text(base.model) is None:
+        pytest.skip("the test run's generator reads no text")
+    folder = RunFolder(parallel_run)
+    sasrec = folder.sasrec(dataset_fingerprint=folder.dataset().fingerprint()).eval()
+    settings = FusionSettings(weight=0.4, norm="zscore", popularity=0.1, text_weight=0.3)
+    rec = sidrec.Recommender(tokenizer=base.tokenizer, model=base.model, titles=base.titles, settings=base.settings,
+                             fusion=(sasrec, settings))
+    histories = [[0, 1, 2], [5], [7, 3]]
+    items, scores = rec._fused(histories, k=5, exclude_seen=True)
+    gen = rec.ranker.full_scores(histories, dense_weight=rec.settings.dense_weight)
+    sas = sasrec.score_histories(histories).float()
+    text = text_scores(model_unit_text(base.model), histories, normalized=True, drop_query=True)
+    hand = fuse_scores(gen, sas, settings, log_popularity(base.model.item_counts), text)
+    for u, history in enumerate(histories):
+        hand[u, history] = float("-inf")
+    torch.testing.assert_close(scores, hand.topk(5, dim=1).values)
+    assert items.tolist() == hand.topk(5, dim=1).indices.tolist()
+    assert not torch.equal(hand, fuse_scores(gen, sas, FusionSettings(weight=0.4, popularity=0.1),
+                                             log_popularity(base.model.item_counts)))  # the text part counts
+    base.model.embedder.text_proj, text_table = None, base.model.embedder.text
+    base.model.embedder.text = None  # a generator that reads no text
+    try:
+        with pytest.raises(ValueError, match="reads no item text"):
+            sidrec.Recommender(tokenizer=base.tokenizer, model=base.model, titles=base.titles, fusion=(sasrec, settings))
+    finally:
+        base.model.embedder.text = text_table
