@@ -16,8 +16,9 @@ whatever ``norm`` is (a cosine is no log-probability), times ``text_weight``. It
 ones included, and it is the signal that reaches the long tail (the text kNN's tail Recall@10 on Beauty is
 twice SASRec's). As in the kNN baseline, the items of its own query (the user's last 20) are not scored by it
 (``-inf`` from ``text_scores(drop_query=True)``): they add 0, the user's mean, and the other models decide
-whether to repeat them; otherwise the user's own last item, closest to its own query, would take the top slot. The weights, the normalization and the correction are chosen on VALID
-(``sidrec.eval.fusion``) and saved as ``fusion.json``.
+whether to repeat them; otherwise the user's own last item, closest to its own query, would take the top slot.
+The weights, the normalization and the correction are chosen on VALID (``sidrec.eval.fusion``) and saved as
+``fusion.json``; ``FusionParts`` is the same computation split in two, so that a grid normalizes a batch once.
 """
 
 from __future__ import annotations
