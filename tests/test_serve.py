@@ -176,6 +176,7 @@ def test_add_remove_and_item_info(client):
     assert old not in ids_of(client.post("/v1/recommend", json={"history": history, "k": 50}).json())
     info = client.get("/v1/info").json()
     assert info["family"] == "item" and info["preset"] == "generator/hybrid"
+    assert info["fused_with_sasrec"] is False and info["fusion"] is None
     assert info["catalog"]["version"] == 2 and info["catalog"]["items"] == info["catalog"]["rows"] - 1
     metrics = client.get("/metrics").text
     assert 'sidrec_request_seconds_count{endpoint="/v1/items",method="POST",status="200"} 1.0' in metrics
@@ -342,3 +343,28 @@ def test_a_logged_write_that_cannot_be_applied_stops_writes_until_a_restart_repl
     again = CatalogState.open_writer(tmp_path / "s", run=item_run)
     assert again.version == 1 and again.recommender.item_index("new-1") is not None
     again.close()
+
+
+def test_a_fused_release_is_served_fused_and_says_how(item_run, tmp_path):
+    """A release saved from a fused recommender serves the fused ranking (equal to the Recommender's answers)
+    and /v1/info shows the fusion's settings, the text weight included."""
+    import dataclasses
+    import shutil
+
+    from sidrec.cli import main as cli_main
+    from sidrec.decoding.fusion import FusionSettings
+
+    run = tmp_path / "run"
+    shutil.copytree(item_run, run)
+    assert cli_main(["sasrec", "--run", str(run), "--epochs", "1", "--hidden-size", "16"]) == 0
+    FusionSettings(weight=0.4, norm="zscore", text_weight=0.5).save(run)  # as `evaluate --fuse sasrec` would
+    fused = sidrec.Recommender.from_pretrained(run, fuse=True)
+    fused.save_pretrained(tmp_path / "release")
+    histories = some_histories(fused)
+    expected = [[r.item_id for r in fused.recommend(h, k=5)] for h in histories]
+    with TestClient(app_for(tmp_path / "release", tmp_path / "state", api_key=KEY)) as c:
+        info = c.get("/v1/info").json()
+        assert info["fused_with_sasrec"] is True
+        assert info["fusion"] == dataclasses.asdict(FusionSettings(weight=0.4, norm="zscore", text_weight=0.5))
+        for h, want in zip(histories, expected, strict=True):
+            assert ids_of(c.post("/v1/recommend", json={"history": h, "k": 5}).json()) == want

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import math
@@ -276,6 +277,7 @@ def _info(server: Server) -> dict[str, Any]:
         "model": {k: getattr(config, k, None) for k in ("d_model", "num_layers", "num_decoder_layers", "max_items")},
         "decoding": rec.settings.to_dict() if hasattr(rec.settings, "to_dict") else None,
         "fused_with_sasrec": rec.fusion is not None,
+        "fusion": dataclasses.asdict(rec.fusion[1]) if rec.fusion is not None else None,  # weights, norm, text
         "catalog": {"items": rec.num_items, "rows": rec.tokenizer.num_items, "version": state.version,
                     "snapshot": state.snapshot_name, "writes_since_snapshot": state.writes_since_snapshot,
                     "dataset_fingerprint": rec.tokenizer.dataset_fingerprint},
