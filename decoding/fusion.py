@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["FUSION_FILE", "NORMS", "FusionSettings", "fuse_scores", "FusionParts", "log_popularity", "normalize"]
+__all__ = ["FUSION_FILE", "NORMS", "FusionParts", "FusionSettings", "fuse_scores", "fused_topk", "log_popularity",
+           "normalize"]
 
 FUSION_FILE = "fusion.json"
 NORMS = ("zscore", "logsoftmax")
@@ -151,3 +152,28 @@ class FusionParts:
             pop[:n] = log_pop[:n].to(pop)
             mixed.sub_(pop[None, :] * settings.popularity)
         return mixed.masked_fill_(~self.offered, float("-inf"))
+
+
+def fused_topk(fused: torch.Tensor, histories: list[list[int]], *, k: int, exclude_history: bool,
+               cold_share: float = 0.0, cold: torch.Tensor | None = None,
+               unit: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` items ``(B, k)`` and their fused scores, best first (``-1`` / ``-inf`` where fewer), of one
+    batch's fused scores ``(B, N)``. ``cold_share``: TIGER's epsilon, up to ``ceil(cold_share * k)`` slots for
+    the ``cold`` items (``bool (N,)``) whose text (``unit``: the generator's normalised item text) is closest to
+    the user's recent items, as the generators reserve them (``rerank.reserve_cold_by_text``)."""
+    from sidrec.decoding.rerank import reserve_cold_by_text
+    from sidrec.decoding.topk import topk_from_scores
+
+    top = torch.from_numpy(topk_from_scores(fused, k, histories=histories, exclude_history=exclude_history))
+    scores = fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf"))  # (B, k)
+    if cold_share <= 0:
+        return top, scores
+    if cold is None or unit is None:
+        raise ValueError("cold_share in a fused ranking needs the cold items and the generator's item text (the "
+                         "reserved slots go to the new items closest by text); this generator reads no text")
+    n = fused.shape[1]
+    offered = torch.zeros(n, dtype=torch.bool)
+    offered[: min(n, len(cold))] = torch.as_tensor(cold)[:n]
+    offered &= torch.isfinite(fused).any(0).cpu()  # (N,) cold items the catalog still offers
+    return reserve_cold_by_text(top, scores, unit=unit, histories=histories, cold=offered, epsilon=cold_share, k=k,
+                                exclude_history=exclude_history, score_of=lambda c: fused.gather(1, c))

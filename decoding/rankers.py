@@ -19,9 +19,9 @@ import torch
 from sidrec.decoding.exact import ExactRanker
 from sidrec.decoding.prior import CodePrior
 from sidrec.decoding.recommend import popularity_prior, recommend_topk
-from sidrec.decoding.rerank import reserve_cold
+from sidrec.decoding.rerank import merge_ranked, reserve_cold, reserve_cold_by_text
 from sidrec.decoding.settings import DecodingSettings
-from sidrec.decoding.text_profile import candidate_text_scores, model_unit_text, text_scores
+from sidrec.decoding.text_profile import model_unit_text
 from sidrec.decoding.trie import CatalogTrie
 
 __all__ = ["BeamRanker", "ExactRanker", "make_ranker", "ranks_exactly", "scores_whole_catalog"]
@@ -125,53 +125,24 @@ class _ExactRanker(ExactRanker):
             raise ValueError("cold_share needs the cold items: pass cold=bool (N,) (e.g. tokenizer.assigned_items())")
         cold = np.pad(np.asarray(cold, dtype=bool), (0, max(0, self.catalog.num_items - len(cold))))
         unit = model_unit_text(self.model)
-        if unit is None:
+        if unit is None:  # no text: the model's own best cold items
             cold_items, cold_scores = self.topk(histories, k=k, exclude_history=exclude_history,
                                                 batch_size=batch_size, dense_weight=weight, only=cold)
-        else:
-            cold_items, cold_scores = self._cold_by_text(unit, histories, cold, k=k, dense_weight=weight,
-                                                         exclude_history=exclude_history, batch_size=batch_size)
-        merged, order = _merge(items, scores, cold_items, cold_scores)
-        priority = None if unit is None else candidate_text_scores(unit, [list(h) for h in histories], merged).cpu()
-        return reserve_cold(merged, order, torch.as_tensor(cold), epsilon=cold_share, k=k, priority=priority)
-
-    def _cold_by_text(self, unit: torch.Tensor, histories: Sequence[Sequence[int]], cold: np.ndarray, *, k: int,
-                      dense_weight: float, exclude_history: bool, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(U, k)`` each user's ``k`` active cold items closest by text (``-1`` where fewer), with their exact
-        scores ``(U, k)``, in text order."""
-        pool = torch.from_numpy(np.flatnonzero(cold[: self.catalog.num_items] & self.catalog.active))  # (C,)
+            merged, order = merge_ranked(items, scores, cold_items, cold_scores)
+            return reserve_cold(merged, order, torch.as_tensor(cold), epsilon=cold_share, k=k)
+        offered = torch.as_tensor(cold[: self.catalog.num_items] & self.catalog.active)  # (N,)
         out_items, out_scores = [], []
         for start in range(0, len(histories), batch_size):
             batch = [list(h) for h in histories[start : start + batch_size]]
-            sims = text_scores(unit, batch, normalized=True, items=pool).cpu()  # (B, C)
-            if exclude_history:
-                seen = torch.zeros(len(batch), self.catalog.num_items, dtype=torch.bool)
-                for row, history in enumerate(batch):
-                    seen[row, torch.as_tensor(history, dtype=torch.long)] = True
-                sims = sims.masked_fill(seen[:, pool], float("-inf"))
-            take = min(k, len(pool))
-            vals, idx = sims.topk(take, dim=1)  # (B, take)
-            chosen = pool[idx].masked_fill(torch.isinf(vals), -1)
-            full = self.full_scores(batch, dense_weight=dense_weight)  # (B, N)
-            exact = full.gather(1, chosen.clamp(min=0)).masked_fill(chosen < 0, float("-inf"))
-            pad = k - take
-            out_items.append(torch.cat([chosen, chosen.new_full((len(batch), pad), -1)], 1))
-            out_scores.append(torch.cat([exact, exact.new_full((len(batch), pad), float("-inf"))], 1))
+            full = self.full_scores(batch, dense_weight=weight)  # (B, N) exact scores
+            top = reserve_cold_by_text(items[start : start + len(batch)], scores[start : start + len(batch)],
+                                       unit=unit, histories=batch, cold=offered, epsilon=cold_share, k=k,
+                                       exclude_history=exclude_history, score_of=lambda c, f=full: f.gather(1, c))
+            out_items.append(top[0])
+            out_scores.append(top[1])
         if not out_items:
-            return torch.zeros((0, k), dtype=torch.long), torch.zeros((0, k))
+            return items, scores
         return torch.cat(out_items), torch.cat(out_scores)
-
-
-def _merge(items: torch.Tensor, scores: torch.Tensor, more_items: torch.Tensor,
-           more_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two ranked candidate lists per user -> one, best first, each item once (``-1`` slots last)."""
-    all_items, all_scores = torch.cat([items, more_items], 1), torch.cat([scores, more_scores], 1)
-    dup = torch.zeros_like(all_items, dtype=torch.bool)
-    dup[:, items.shape[1]:] = (more_items[:, :, None] == items[:, None, :]).any(-1) & (more_items >= 0)
-    all_scores = all_scores.masked_fill(dup | (all_items < 0), float("-inf"))
-    order = torch.argsort(-all_scores, dim=1, stable=True)
-    merged, merged_scores = all_items.gather(1, order), all_scores.gather(1, order)
-    return merged.masked_fill(torch.isinf(merged_scores), -1), merged_scores
 
 
 def make_ranker(model: Any, *, codes: np.ndarray, level_sizes: Sequence[int], settings: DecodingSettings,

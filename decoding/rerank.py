@@ -15,10 +15,11 @@ per user instead of a pass over the whole catalog (which matters at millions of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["hybrid_rank", "reserve_cold"]
+__all__ = ["hybrid_rank", "merge_ranked", "reserve_cold", "reserve_cold_by_text"]
 
 
 def hybrid_rank(
@@ -94,3 +95,40 @@ def reserve_cold(
         top_items[row] = torch.cat([items[row, keep], items[row, below[:swap]]])
         top_scores[row] = torch.cat([scores[row, keep], scores[row, below[:swap]]])
     return top_items, top_scores
+
+
+def merge_ranked(items: torch.Tensor, scores: torch.Tensor, more_items: torch.Tensor,
+                 more_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two ranked candidate lists per user ``(B, K1)``, ``(B, K2)`` -> one ``(B, K1 + K2)``, best score first,
+    each item once (``-1`` slots last)."""
+    all_items, all_scores = torch.cat([items, more_items], 1), torch.cat([scores, more_scores], 1)
+    dup = torch.zeros_like(all_items, dtype=torch.bool)
+    dup[:, items.shape[1]:] = (more_items[:, :, None] == items[:, None, :]).any(-1) & (more_items >= 0)
+    all_scores = all_scores.masked_fill(dup | (all_items < 0), float("-inf"))
+    order = torch.argsort(-all_scores, dim=1, stable=True)
+    merged, merged_scores = all_items.gather(1, order), all_scores.gather(1, order)
+    return merged.masked_fill(torch.isinf(merged_scores), -1), merged_scores
+
+
+def reserve_cold_by_text(
+    items: torch.Tensor, scores: torch.Tensor, *, unit: torch.Tensor, histories: Sequence[Sequence[int]],
+    cold: torch.Tensor, epsilon: float, k: int, score_of: Callable[[torch.Tensor], torch.Tensor],
+    exclude_history: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIGER's epsilon for a ranking of the whole catalog, one batch: up to ``ceil(epsilon * k)`` of the top
+    ``k`` go to the ``cold`` items (``bool (N,)``, the ones that may be offered) whose text is closest to the
+    user's recent items (``text_profile.closest_by_text``), in that order, each with its own score.
+
+    ``items``/``scores``: the ranking's top ``(B, k)``; ``unit``: ``(N, D)`` normalised item text;
+    ``score_of``: ``(B, k) item indices -> (B, k)`` their scores in the same ranking (e.g. a gather from the
+    batch's whole-catalog scores). The exact ranker and the fused recommender share it, so their reserved
+    slots follow the beam families' rule.
+    """
+    from sidrec.decoding.text_profile import candidate_text_scores, closest_by_text
+
+    pool = torch.nonzero(cold.cpu()).flatten()  # (C,)
+    chosen = closest_by_text(unit, histories, pool, k=k, exclude_history=exclude_history)  # (B, k)
+    chosen_scores = score_of(chosen.clamp(min=0)).masked_fill(chosen < 0, float("-inf"))
+    merged, order = merge_ranked(items, scores, chosen, chosen_scores)
+    priority = candidate_text_scores(unit, [list(h) for h in histories], merged).cpu()
+    return reserve_cold(merged, order, cold, epsilon=epsilon, k=k, priority=priority)

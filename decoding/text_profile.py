@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "candidate_text_scores", "model_unit_text", "text_scores"]
+__all__ = ["TEXT_DECAY", "TEXT_WINDOW", "candidate_text_scores", "closest_by_text", "model_unit_text", "text_scores"]
 
 TEXT_WINDOW = 20  # history items in the query (the knn baseline's VALID choice)
 TEXT_DECAY = 0.2  # weight of the j-th newest item: decay**j (idem)
@@ -46,6 +46,25 @@ def text_scores(text: torch.Tensor, histories: Sequence[Sequence[int]], *, windo
         if rows:
             scores[torch.tensor(rows), torch.tensor(cols, device=scores.device)] = float("-inf")
     return scores
+
+
+@torch.no_grad()
+def closest_by_text(unit: torch.Tensor, histories: Sequence[Sequence[int]], pool: torch.Tensor, *, k: int,
+                    exclude_history: bool = False) -> torch.Tensor:
+    """``(B, k)`` each user's ``k`` items of ``pool (C,)`` whose text is closest to the user's recent items, in
+    that order (``-1`` where fewer; ``exclude_history``: never one of the user's own items). ``unit (N, D)``:
+    normalised rows. What fills the cold-start slots: nothing trained a model's scores of an item it never saw."""
+    sims = text_scores(unit, histories, normalized=True, items=pool).cpu()  # (B, C)
+    if exclude_history and len(pool):
+        where = {int(item): col for col, item in enumerate(pool.tolist())}
+        rows = [r for r, h in enumerate(histories) for i in h if int(i) in where]
+        cols = [where[int(i)] for h in histories for i in h if int(i) in where]
+        if rows:
+            sims[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+    take = min(k, len(pool))
+    vals, idx = sims.topk(take, dim=1)  # (B, take)
+    chosen = pool.cpu()[idx].masked_fill(torch.isinf(vals), -1)
+    return torch.cat([chosen, chosen.new_full((len(histories), k - take), -1)], 1)
 
 
 @torch.no_grad()

@@ -111,8 +111,8 @@ def training_record(run: Path, name: str) -> dict[str, Any] | None:
     """
     from sidrec.utils.io import read_json
 
-    if name.endswith(" (fused)"):  # a fusion: its trained models' training, added up (the text kNN trains none)
-        parts = [training_record(run, part) for part in name[: -len(" (fused)")].split(" + ") if part != "text"]
+    if " (fused" in name:  # a fusion: its trained models' training, added up (the text kNN trains none)
+        parts = [training_record(run, part) for part in name.split(" (fused")[0].split(" + ") if part != "text"]
         if any(p is None for p in parts):
             return None
         return {"minutes": round(sum(p["minutes"] for p in parts), 2), "parts": parts}
@@ -229,7 +229,8 @@ def evaluate_run(
     if generators:
         _describe_generator(result, generators[0])
     if fuse:
-        generators += _fused(run, fuse, generators, dataset, result, exclude_history=exclude_history)
+        generators += _fused(run, fuse, generators, dataset, result, exclude_history=exclude_history,
+                             cold_shares=cold_shares if dataset.num_cold_items else ())
     for scorer in generators + scorers:
         logger.info("scoring %s on %d %s users", scorer.name, len(data), split)
         res = score_model(scorer, histories=data.histories, targets=data.targets, user_index=data.user_index,
@@ -250,10 +251,12 @@ def evaluate_run(
     return result
 
 
-def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, Any], *, exclude_history: bool) -> list:
+def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, Any], *, exclude_history: bool,
+           cold_shares: tuple[float, ...] = ()) -> list:
     """The generator fused with ``fuse`` (only SASRec; plus the text kNN's score for a generator that reads
     text), the fusion chosen on VALID and recorded in ``result``, then its ablations (``sidrec.eval.fusion.
-    ablations``: SASRec + text, generator + text)."""
+    ablations``: SASRec + text, generator + text) and, on a cold-start split, a row per ``cold_shares`` value
+    (TIGER's epsilon in the fused list; a generator with item text only)."""
     from sidrec.eval.fusion import ablations, fit_run_fusion
 
     if fuse != "sasrec":
@@ -264,7 +267,8 @@ def _fused(run: Path, fuse: str, generators: list, dataset, result: dict[str, An
     result["fusion"] = {"norm": scorer.settings.norm, "weight": scorer.settings.weight,
                         "popularity": scorer.settings.popularity, "text_weight": scorer.settings.text_weight,
                         "name": scorer.name, "chosen_on": "valid", "grid": grid}
-    return [scorer, *ablations(scorer, grid)]
+    shares = [share for share in cold_shares if share > 0] if scorer.unit_text is not None else []
+    return [scorer, *ablations(scorer, grid), *(scorer.with_cold_share(share) for share in shares)]
 
 
 def _check_args(*, beam_size: int | None, n_boot: int, batch_size: int) -> None:

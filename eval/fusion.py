@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sidrec.decoding.fusion import NORMS, FusionParts, FusionSettings, fuse_scores, normalize
+from sidrec.decoding.fusion import NORMS, FusionParts, FusionSettings, fuse_scores, fused_topk, normalize
 from sidrec.decoding.text_profile import model_unit_text, text_scores
-from sidrec.decoding.topk import topk_from_scores
+from sidrec.eval.generator import SHARE_OF_TOP, extend_list
 from sidrec.utils.metrics import ranking_metrics
 from sidrec.utils.run_folder import RunFolder
 
@@ -58,7 +58,7 @@ class FusedScorer:
     reads item text), weighted (``FusionSettings``)."""
 
     def __init__(self, *, generator, sasrec, settings: FusionSettings, batch_size: int = 256,
-                 exclude_history: bool = False) -> None:
+                 exclude_history: bool = False, cold_share: float = 0.0) -> None:
         from sidrec.decoding import scores_whole_catalog
 
         if not scores_whole_catalog(generator.model):
@@ -73,6 +73,7 @@ class FusedScorer:
         self.log_pop = log_popularity(self.item_counts)
         self.unit_text = model_unit_text(generator.model)  # (N, Dt) or None: the text signal's item side
         self.settings = settings
+        self.cold_share = cold_share  # TIGER's epsilon in the fused list (a share of the top 10; 0 = off)
         self._settings = settings
 
     @property
@@ -87,7 +88,13 @@ class FusedScorer:
 
     @property
     def name(self) -> str:
-        return fused_name(self.settings)
+        name = fused_name(self.settings)
+        return f"{name[:-1]}, cold share {self.cold_share:g})" if self.cold_share else name
+
+    def with_cold_share(self, cold_share: float) -> FusedScorer:
+        """The same fusion with TIGER's epsilon (an evaluation row per share)."""
+        return FusedScorer(generator=self.generator, sasrec=self.sasrec, settings=self.settings,
+                           batch_size=self.batch_size, exclude_history=self.exclude_history, cold_share=cold_share)
 
     def scores(self, histories: Sequence[Sequence[int]], *, with_text: bool = False) -> tuple[
             torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -104,13 +111,20 @@ class FusedScorer:
 
     @torch.no_grad()
     def recommend(self, histories: list[list[int]], k: int, user_index: np.ndarray | None = None) -> np.ndarray:
+        if self.cold_share and k > SHARE_OF_TOP:  # the share is of the top 10, then the list goes on as ranked
+            return extend_list(self._ranked(histories, SHARE_OF_TOP, self.cold_share), self._ranked(histories, k, 0.0), k)
+        return self._ranked(histories, k, self.cold_share).numpy()
+
+    def _ranked(self, histories: list[list[int]], k: int, cold_share: float) -> torch.Tensor:
+        cold = torch.as_tensor(self.generator.cold) if cold_share else None
         out = []
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]
             gen, sas, text = self.scores(batch, with_text=bool(self.settings.text_weight))
             fused = fuse_scores(gen, sas, self.settings, self.log_pop, text)
-            out.append(topk_from_scores(fused, k, histories=batch, exclude_history=self.exclude_history))
-        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+            out.append(fused_topk(fused, [list(h) for h in batch], k=k, exclude_history=self.exclude_history,
+                                  cold_share=cold_share, cold=cold, unit=self.unit_text)[0])
+        return torch.cat(out) if out else torch.zeros((0, k), dtype=torch.long)
 
 
 @torch.no_grad()

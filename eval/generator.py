@@ -118,7 +118,7 @@ class GeneratorScorer:
         if self.cold_share and k > SHARE_OF_TOP:  # the share is of the top 10, then the list goes on as ranked
             top, _ = rank(k=SHARE_OF_TOP, cold_share=self.cold_share)
             rest, _ = rank(k=k)
-            return _extend(top, rest, k)
+            return extend_list(top, rest, k)
         items, _ = rank(k=k, cold_share=self.cold_share)
         return items.numpy().astype(np.int64)
 
@@ -136,7 +136,7 @@ class GeneratorScorer:
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
-def _extend(top: torch.Tensor, rest: torch.Tensor, k: int) -> np.ndarray:
+def extend_list(top: torch.Tensor, rest: torch.Tensor, k: int) -> np.ndarray:
     """Each row of ``top (U, a)``, then the items of ``rest (U, k)`` not already in it, to ``k`` (-1 padded)."""
     out = np.full((top.shape[0], k), -1, dtype=np.int64)
     for row, (head, tail) in enumerate(zip(top.tolist(), rest.tolist(), strict=True)):

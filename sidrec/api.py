@@ -25,7 +25,7 @@ import torch
 
 from sidrec.data import load_catalog, save_catalog
 from sidrec.decoding import DecodingSettings, make_ranker, scores_whole_catalog
-from sidrec.decoding.fusion import FusionSettings, fuse_scores, log_popularity
+from sidrec.decoding.fusion import FusionSettings, fuse_scores, fused_topk, log_popularity
 from sidrec.decoding.text_profile import model_unit_text, text_scores
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
@@ -232,9 +232,11 @@ class Recommender:
 
     # -- recommending ---------------------------------------------------------------------------
     @torch.no_grad()
-    def _fused(self, histories: list[list[int]], *, k: int, exclude_seen: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-``k`` by the generator's and SASRec's fused scores over the whole (live) catalog."""
-        from sidrec.decoding.topk import topk_from_scores
+    def _fused(self, histories: list[list[int]], *, k: int, exclude_seen: bool,
+               cold_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` by the generator's and SASRec's fused scores over the whole (live) catalog (``cold_share``:
+        the new items closest by text take up to that share of the slots, ``fused_topk``)."""
+        cold = torch.as_tensor(self.tokenizer.assigned_items()) if cold_share else None
 
         sasrec, settings = self.fusion
         log_pop = log_popularity(self.model.item_counts.detach().cpu())  # (N,) added items count 0
@@ -249,9 +251,10 @@ class Recommender:
             if settings.text_weight:  # the text kNN's score, the fusion's third signal (checked at load)
                 text = text_scores(model_unit_text(self.model), batch, normalized=True, drop_query=True).float().cpu()
             fused = fuse_scores(gen, sas, settings, log_pop, text)
-            top = torch.from_numpy(topk_from_scores(fused, k, histories=batch, exclude_history=exclude_seen))
+            top, top_scores = fused_topk(fused, batch, k=k, exclude_history=exclude_seen, cold_share=cold_share,
+                                         cold=cold, unit=model_unit_text(self.model))
             items.append(top)
-            scores.append(fused.gather(1, top.clamp(min=0)).masked_fill(top < 0, float("-inf")))
+            scores.append(top_scores)
         return torch.cat(items), torch.cat(scores)
 
     def item_index(self, item_id: Any) -> int | None:
@@ -300,7 +303,8 @@ class Recommender:
         ``user_ids``: only used by generators trained with user tokens (TIGER's user hashing).
         ``cold_share``: TIGER's epsilon: up to ``ceil(cold_share * k)`` of the slots go to new items (added
         with ``add_items`` or assigned after the tokenizer's fit) among the candidates (the ``hybrid`` preset
-        always lets its best unseen items join them; an exact ranker ranks them all); 0 = off.
+        always lets its best unseen items join them; an exact ranker and a fused recommender rank them all), the
+        new items closest by text to the user's recent items first (for a generator that reads text); 0 = off.
         """
         if not 0.0 <= cold_share <= 1.0:
             raise ValueError(f"cold_share must be in [0, 1], got {cold_share!r}")
@@ -316,10 +320,7 @@ class Recommender:
         if self.model.vocab.num_user_buckets and user_ids is None:
             user_ids = [""] * len(indices)  # an anonymous user: one fixed bucket
         if self.fusion is not None:
-            if cold_share:
-                raise ValueError("cold_share does not apply to a fused recommender (new items rank by the "
-                                 "generator's score inside the fused list); load it with fuse=False to use it")
-            items, scores = self._fused(indices, k=k, exclude_seen=exclude_seen)
+            items, scores = self._fused(indices, k=k, exclude_seen=exclude_seen, cold_share=cold_share)
         else:
             items, scores = self.ranker.recommend(
                 indices, k=k, settings=self.settings if self.beam_size is None else self.settings.replace(

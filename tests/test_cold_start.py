@@ -174,3 +174,30 @@ def test_sasrec_never_trains_on_or_recommends_cold_items(cold_run, tmp_path):
     test = ds.eval_split("test")
     top = SasrecScorer(model=model).recommend(test.histories, 20)  # (U, 20)
     assert (top < warm).all()
+
+
+def test_a_fused_ranking_reserves_cold_slots_as_its_own_rows(cold_run, tmp_path):
+    """On a cold-start split `--fuse sasrec --cold-share` adds the fused list with TIGER's epsilon (the new items
+    closest by text take the reserved slots), for a generator that reads item text."""
+    import json
+    import shutil
+
+    from sidrec.eval.evaluate import main as evaluate_main
+
+    run = tmp_path / "run"
+    shutil.copytree(cold_run, run)
+    assert cli_main(["train", "--run", str(run), "--config", "generator/hybrid", "--d-model", "32",
+                     "--num-layers", "1", "--num-decoder-layers", "1", "--num-heads", "2", "--d-kv", "16",
+                     "--d-ff", "64", "--max-steps", "6", "--warmup-steps", "2", "--batch-size", "32",
+                     "--eval-every", "3", "--valid-max-users", "40", "--save-every", "0", "--beam-size", "20",
+                     "--overwrite"]) == 0  # text input on (the preset's)
+    assert cli_main(["sasrec", "--run", str(run), "--epochs", "1", "--hidden-size", "16"]) == 0
+    assert evaluate_main(["--run", str(run), "--split", "test", "--baselines", "sasrec", "--bootstrap", "0",
+                          "--cold-share", "0.3", "--fuse", "sasrec", "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    name = result["fusion"]["name"]
+    share = f"{name[:-1]}, cold share 0.3)"
+    rows = result["generator_variants"]
+    assert share in rows and rows[share]["training"]["minutes"] == rows[name]["training"]["minutes"]
+    cold = {n: rows[n]["slices"]["target_cold"]["cold"]["recall@10"] for n in (name, share)}
+    assert cold[share] >= cold[name]  # the reserved slots only add cold items

@@ -468,8 +468,18 @@ def test_fused_recommender_from_a_run_and_as_a_release(parallel_run, tmp_path):
     fused.add_items([{"item_id": "new-1", "title": "Rose Lip Balm"}])  # SASRec never saw it: the generator ranks it
     others = [i for i in fused.tokenizer.item_ids if i != "new-1"]
     assert [r.item_id for r in fused.recommend(others, k=1)] == ["new-1"]
-    with pytest.raises(ValueError, match="cold_share does not apply"):
-        fused.recommend(history, k=5, cold_share=0.2)
+    # TIGER's epsilon in the fused list: the reserved slots go to the new items closest by text
+    from sidrec.decoding.text_profile import closest_by_text, model_unit_text
+
+    fused.add_items([{"item_id": "new-2", "title": "Cherry Lip Gloss"}, {"item_id": "new-3", "title": "Garden Hose"}])
+    new = [fused.item_index(i) for i in ("new-1", "new-2", "new-3")]
+    idx = [fused.item_index(i) for i in history]
+    want = closest_by_text(model_unit_text(fused.model), [idx], torch.tensor(new), k=3)[0].tolist()
+    got = [fused.item_index(r.item_id) for r in fused.recommend(history, k=5, cold_share=0.4)]
+    plain = [fused.item_index(r.item_id) for r in fused.recommend(history, k=5)]
+    reserved = [i for i in got if i in new and i not in plain]
+    assert len([i for i in got if i in new]) >= 2 and reserved == [i for i in want if i not in plain][: len(reserved)]
+    fused.remove_items(["new-2", "new-3"])
     fused.save_pretrained(tmp_path / "release")
     assert (tmp_path / "release" / "sasrec" / "model.safetensors").is_file()
     again = sidrec.Recommender.from_pretrained(tmp_path / "release")  # a fused release loads fused
