@@ -74,7 +74,6 @@ class FusedScorer:
         self.unit_text = model_unit_text(generator.model)  # (N, Dt) or None: the text signal's item side
         self.settings = settings
         self.cold_share = cold_share  # TIGER's epsilon in the fused list (a share of the top 10; 0 = off)
-        self._settings = settings
 
     @property
     def settings(self) -> FusionSettings:

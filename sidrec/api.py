@@ -236,9 +236,8 @@ class Recommender:
                cold_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` by the generator's and SASRec's fused scores over the whole (live) catalog (``cold_share``:
         the new items closest by text take up to that share of the slots, ``fused_topk``)."""
-        cold = torch.as_tensor(self.tokenizer.assigned_items()) if cold_share else None
-
         sasrec, settings = self.fusion
+        cold = torch.as_tensor(self.tokenizer.assigned_items()) if cold_share else None  # (N,) added or assigned
         log_pop = log_popularity(self.model.item_counts.detach().cpu())  # (N,) added items count 0
         items, scores = [], []
         for start in range(0, len(histories), self.batch_size):
