@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["FUSION_FILE", "NORMS", "FusionParts", "FusionSettings", "fuse_scores", "fused_topk", "log_popularity",
-           "normalize"]
+__all__ = ["FUSION_FILE", "NORMS", "FusionParts", "FusionSettings", "component_scores", "fuse_scores", "fused_topk",
+           "log_popularity", "normalize"]
 
 FUSION_FILE = "fusion.json"
 NORMS = ("zscore", "logsoftmax")
@@ -95,6 +95,26 @@ def normalize(scores: torch.Tensor, norm: str) -> torch.Tensor:
 def log_popularity(item_counts: torch.Tensor | Any) -> torch.Tensor:
     """``(N,)`` ``log(1 + training count)`` per item: what the popularity correction scales."""
     return torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32).clamp(min=0))
+
+
+@torch.no_grad()
+def component_scores(histories: list[list[int]], *, ranker: Any, sasrec: Any, dense_weight: float,
+                     unit: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What a fusion mixes, for one batch of histories (item indices): ``(B, N)`` the generator's scores of the
+    live catalog (``ranker.full_scores``: ``-inf`` where not offered), SASRec's (``-inf`` for items added after
+    it was trained) and, given ``unit`` (the generator's normalised item text), the text kNN's scores with the
+    query's own items unscored (``text_scores(drop_query=True)``); else None. The evaluation's ``FusedScorer``
+    and the fused ``Recommender`` both score through it."""
+    from sidrec.decoding.text_profile import text_scores
+
+    gen = ranker.full_scores(histories, dense_weight=dense_weight)  # (B, N)
+    sas = sasrec.score_histories(histories).float().cpu()  # (B, N_sasrec)
+    if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained: the generator scores them
+        sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
+    text = None
+    if unit is not None:
+        text = text_scores(unit, histories, normalized=True, drop_query=True).float().cpu()[:, : gen.shape[1]]
+    return gen, sas, text
 
 
 def fuse_scores(generator: torch.Tensor, sasrec: torch.Tensor, settings: FusionSettings,

@@ -27,8 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from sidrec.decoding.fusion import NORMS, FusionParts, FusionSettings, fuse_scores, fused_topk, normalize
-from sidrec.decoding.text_profile import model_unit_text, text_scores
+from sidrec.decoding.fusion import (
+    NORMS,
+    FusionParts,
+    FusionSettings,
+    component_scores,
+    fuse_scores,
+    fused_topk,
+    normalize,
+)
+from sidrec.decoding.text_profile import model_unit_text
 from sidrec.eval.generator import SHARE_OF_TOP, extend_list
 from sidrec.utils.metrics import ranking_metrics
 from sidrec.utils.run_folder import RunFolder
@@ -99,31 +107,27 @@ class FusedScorer:
             torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(B, N)`` generator and SASRec scores (SASRec's padded with ``-inf`` for items it never had), and
         the raw text kNN scores when ``with_text`` and the generator reads text (else None)."""
-        gen = self.generator.ranker.full_scores(histories, dense_weight=self.generator.settings.dense_weight)
-        sas = self.sasrec.score_histories([list(h) for h in histories]).float().cpu()
-        if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained
-            sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
-        text = None
-        if with_text and self.unit_text is not None:
-            text = text_scores(self.unit_text, histories, normalized=True, drop_query=True).float().cpu()[:, : gen.shape[1]]
-        return gen, sas, text
+        return component_scores([list(h) for h in histories], ranker=self.generator.ranker, sasrec=self.sasrec,
+                                dense_weight=self.generator.settings.dense_weight,
+                                unit=self.unit_text if with_text else None)
 
     @torch.no_grad()
     def recommend(self, histories: list[list[int]], k: int, user_index: np.ndarray | None = None) -> np.ndarray:
-        if self.cold_share and k > SHARE_OF_TOP:  # the share is of the top 10, then the list goes on as ranked
-            return extend_list(self._ranked(histories, SHARE_OF_TOP, self.cold_share), self._ranked(histories, k, 0.0), k)
-        return self._ranked(histories, k, self.cold_share).numpy()
-
-    def _ranked(self, histories: list[list[int]], k: int, cold_share: float) -> torch.Tensor:
-        cold = torch.as_tensor(self.generator.cold) if cold_share else None
+        """``(U, k)`` item indices by the fused scores; with ``cold_share``, the share is of the top 10
+        (``SHARE_OF_TOP``, as the generator's rows) and the list goes on as ranked; each batch is scored once."""
+        cold = torch.as_tensor(self.generator.cold) if self.cold_share else None
         out = []
         for start in range(0, len(histories), self.batch_size):
-            batch = histories[start : start + self.batch_size]
+            batch = [list(h) for h in histories[start : start + self.batch_size]]
             gen, sas, text = self.scores(batch, with_text=bool(self.settings.text_weight))
             fused = fuse_scores(gen, sas, self.settings, self.log_pop, text)
-            out.append(fused_topk(fused, [list(h) for h in batch], k=k, exclude_history=self.exclude_history,
-                                  cold_share=cold_share, cold=cold, unit=self.unit_text)[0])
-        return torch.cat(out) if out else torch.zeros((0, k), dtype=torch.long)
+            top = fused_topk(fused, batch, k=k, exclude_history=self.exclude_history)[0]  # (B, k)
+            if self.cold_share:
+                head = fused_topk(fused, batch, k=min(k, SHARE_OF_TOP), exclude_history=self.exclude_history,
+                                  cold_share=self.cold_share, cold=cold, unit=self.unit_text)[0]
+                top = torch.from_numpy(extend_list(head, top, k))
+            out.append(top.numpy())
+        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 @torch.no_grad()

@@ -25,8 +25,8 @@ import torch
 
 from sidrec.data import load_catalog, save_catalog
 from sidrec.decoding import DecodingSettings, make_ranker, scores_whole_catalog
-from sidrec.decoding.fusion import FusionSettings, fuse_scores, fused_topk, log_popularity
-from sidrec.decoding.text_profile import model_unit_text, text_scores
+from sidrec.decoding.fusion import FusionSettings, component_scores, fuse_scores, fused_topk, log_popularity
+from sidrec.decoding.text_profile import model_unit_text
 from sidrec.seqmodel import SemanticIdGenerator
 from sidrec.tokenizer import SemanticIdTokenizer
 from sidrec.utils import atomic_dir
@@ -239,19 +239,16 @@ class Recommender:
         sasrec, settings = self.fusion
         cold = torch.as_tensor(self.tokenizer.assigned_items()) if cold_share else None  # (N,) added or assigned
         log_pop = log_popularity(self.model.item_counts.detach().cpu())  # (N,) added items count 0
+        unit = model_unit_text(self.model)  # (N, Dt) normalised item text, or None
         items, scores = [], []
         for start in range(0, len(histories), self.batch_size):
             batch = histories[start : start + self.batch_size]
-            gen = self.ranker.full_scores(batch, dense_weight=self.settings.dense_weight)  # (B, N) -inf if removed
-            sas = sasrec.score_histories(batch).float().cpu()
-            if sas.shape[1] < gen.shape[1]:  # items added after SASRec was trained: the generator scores them
-                sas = torch.cat([sas, sas.new_full((sas.shape[0], gen.shape[1] - sas.shape[1]), float("-inf"))], 1)
-            text = None
-            if settings.text_weight:  # the text kNN's score, the fusion's third signal (checked at load)
-                text = text_scores(model_unit_text(self.model), batch, normalized=True, drop_query=True).float().cpu()
+            gen, sas, text = component_scores(batch, ranker=self.ranker, sasrec=sasrec,
+                                              dense_weight=self.settings.dense_weight,
+                                              unit=unit if settings.text_weight else None)  # text: checked at load
             fused = fuse_scores(gen, sas, settings, log_pop, text)
             top, top_scores = fused_topk(fused, batch, k=k, exclude_history=exclude_seen, cold_share=cold_share,
-                                         cold=cold, unit=model_unit_text(self.model))
+                                         cold=cold, unit=unit)
             items.append(top)
             scores.append(top_scores)
         return torch.cat(items), torch.cat(scores)
