@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_eval_e2e import _fake_embedding_cache
 
+import sidrec
 from sidrec.cli import main as cli_main
 from sidrec.data import PreparedDataset, load_raw, prepare
 from sidrec.data.prepare import PrepareConfig
@@ -201,3 +202,12 @@ def test_a_fused_ranking_reserves_cold_slots_as_its_own_rows(cold_run, tmp_path)
     assert share in rows and rows[share]["training"]["minutes"] == rows[name]["training"]["minutes"]
     cold = {n: rows[n]["slices"]["target_cold"]["cold"]["recall@10"] for n in (name, share)}
     assert cold[share] >= cold[name]  # the reserved slots only add cold items
+    # the same through the front door: every list of 10 holds at least ceil(0.3 * 10) cold items
+    fused = sidrec.Recommender.from_pretrained(run, fuse=True)
+    cold_ids = {fused.tokenizer.item_ids[i] for i in np.flatnonzero(fused.tokenizer.assigned_items())}
+    histories = [fused.tokenizer.item_ids[i : i + 3] for i in range(0, 60, 6)]
+    for got, plain in zip(fused.recommend(histories, k=10, cold_share=0.3), fused.recommend(histories, k=10),
+                          strict=True):
+        ids = [r.item_id for r in got]
+        assert len(set(ids) & cold_ids) >= 3 and len(ids) == 10
+        assert set(ids) - cold_ids <= {r.item_id for r in plain}  # the warm items kept are the plain list's
