@@ -23,7 +23,6 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from sidrec.decoding.text_profile import model_unit_text
 from sidrec.serve import schemas as S
 from sidrec.serve.batcher import QueueFull
 from sidrec.serve.middleware import BodyLimitAndMetrics
@@ -124,10 +123,6 @@ def _ranked(recs: list, used: int, total: int, skipped: int) -> dict[str, Any]:
 
 async def _recommend(server: Server, histories: list[list[Any]], options: S.RecommendOptions
                      ) -> tuple[list[dict[str, Any]], int]:
-    rec = server.state.recommender
-    if options.cold_share and rec.fusion is not None and model_unit_text(rec.model) is None:
-        raise HTTPException(422, "cold_share in a fused ranking gives the reserved slots to the new items closest by "
-                                 "text, and this generator reads no item text; send cold_share 0")
     known, skipped, unknown = [], [], []
     for n, history in enumerate(histories):
         try:
