@@ -73,14 +73,19 @@ class ItemInputs:
     text_input: add a projection of the tokenizer's frozen text embedding. id_min_count: items with at least
     this many training interactions get a learned ID embedding (0 = none; every other item, and items added
     later, is represented by its codes and text alone). id_dropout: training-time chance of hiding an
-    item's ID vector, so codes and text carry rare items too.
+    item's ID vector, so codes and text carry rare items too. input_dropout: dropout on each history item's
+    input vector before the first block (SASRec's and RPG's embedding dropout), on top of ``dropout``, which
+    T5 applies everywhere (attention, feed-forward, residuals): it regularises the item tables that over-fit
+    first, without slowing what the blocks learn.
     """
 
     text_input: bool = True
     id_min_count: int = 1
     id_dropout: float = 0.0
+    input_dropout: float = 0.0
 
-    FIELD_RULES: ClassVar[dict[str, Rule]] = {"id_min_count": Range(0), "id_dropout": Range(0, 1, hi_open=True)}
+    FIELD_RULES: ClassVar[dict[str, Rule]] = {"id_min_count": Range(0), "id_dropout": Range(0, 1, hi_open=True),
+                                              "input_dropout": Range(0, 1, hi_open=True)}
 
 
 @dataclass
@@ -134,8 +139,8 @@ class ItemGeneratorConfig(T5Config):
 
     num_items: rows of the item table (catalog size N, grown by ``add_items``); text_dim: width of the
     frozen text embeddings (0 = no text input); num_id_rows: items with a learned ID embedding (0 = none);
-    id_dropout: as ``ItemInputs``; dense_head, dense_loss_weight, distill_weight: as ``DenseHeadFields``
-    (``dense_weight`` there).
+    id_dropout, input_dropout: as ``ItemInputs``; dense_head, dense_loss_weight, distill_weight: as
+    ``DenseHeadFields`` (``dense_weight`` there).
     """
 
     sidrec_family: str = "item"
@@ -143,6 +148,7 @@ class ItemGeneratorConfig(T5Config):
     text_dim: int = 0
     num_id_rows: int = 0
     id_dropout: float = 0.0
+    input_dropout: float = 0.0
     dense_head: bool = True
     dense_loss_weight: float = 1.0
     distill_weight: float = 0.0

@@ -170,6 +170,8 @@ class CausalItemEncoder(nn.Module):
         self.block = nn.ModuleList(_EncoderBlock(config, i == 0) for i in range(config.num_layers))
         self.final_layer_norm = T5LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
+        # SASRec's embedding dropout: on the item vectors only (older configs have none: 0)
+        self.input_dropout = nn.Dropout(float(getattr(config, "input_dropout", 0.0)))
 
     def position_bias(self, length: int, device: torch.device) -> torch.Tensor:
         """Relative position bias ``(1, H, T, T)`` with one-directional buckets (keys are never ahead)."""
@@ -196,7 +198,7 @@ class CausalItemEncoder(nn.Module):
             attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
         bias = self.position_bias(hidden.shape[1], hidden.device).to(hidden.dtype)
         bias = bias + causal_padding_bias(attention_mask, hidden.dtype)  # (B, H, T, T)
-        hidden = self.dropout(hidden)
+        hidden = self.input_dropout(self.dropout(hidden))  # (B, T, D)
         for block in self.block:
             hidden = block(hidden, bias)
         hidden = self.dropout(self.final_layer_norm(hidden))

@@ -68,8 +68,8 @@ class ParallelGeneratorConfig(T5Config):
 
     level_sizes (via ``build_t5_config``): codes per digit, the tokenizer's (the collision level included);
     num_items: rows of the item table; text_dim: width of the frozen text input (0 = none); num_id_rows: items
-    with a learned ID embedding (0 = none); id_dropout, digit_input_scale, head, head_temperature: as
-    ``sidrec.seqmodel.config.ItemInputs`` / ``ParallelHeads``; item_loss_weight: the full-catalog item
+    with a learned ID embedding (0 = none); id_dropout, input_dropout, digit_input_scale, head, head_temperature:
+    as ``sidrec.seqmodel.config.ItemInputs`` / ``ParallelHeads``; item_loss_weight: the full-catalog item
     softmax's weight next to the per-digit cross-entropy; item_negatives: items it samples per step (0 = all);
     dense_head / dense_loss_weight: also train a dense head (``s * h . v_i``, the item's input vector, full
     softmax) whose score exact ranking can add to the digits' (``DecodingSettings.dense_weight``).
@@ -80,6 +80,7 @@ class ParallelGeneratorConfig(T5Config):
     text_dim: int = 0
     num_id_rows: int = 0
     id_dropout: float = 0.0
+    input_dropout: float = 0.0
     digit_input_scale: float = _DEFAULT.digit_input_scale
     head: str = _DEFAULT.head
     head_temperature: float = _DEFAULT.head_temperature
@@ -91,7 +92,7 @@ class ParallelGeneratorConfig(T5Config):
 
 def build_parallel_config(
     *, level_sizes: Sequence[int], num_items: int, text_dim: int = 0, num_id_rows: int = 0, id_dropout: float = 0.0,
-    digit_input_scale: float = _DEFAULT.digit_input_scale, head: str = _DEFAULT.head,
+    input_dropout: float = 0.0, digit_input_scale: float = _DEFAULT.digit_input_scale, head: str = _DEFAULT.head,
     head_temperature: float = _DEFAULT.head_temperature, item_loss_weight: float = _DEFAULT.item_loss_weight,
     item_negatives: int = _DEFAULT.item_negatives, dense_head: bool = False, dense_loss_weight: float = 1.0,
     **t5_kwargs: Any,
@@ -103,7 +104,7 @@ def build_parallel_config(
     return build_t5_config(
         vocab=SemanticIdVocab(level_sizes=list(level_sizes)), config_class=ParallelGeneratorConfig,
         sidrec_family=FAMILY, num_items=int(num_items), text_dim=int(text_dim), num_id_rows=int(num_id_rows),
-        id_dropout=float(id_dropout), digit_input_scale=float(digit_input_scale), head=head,
+        id_dropout=float(id_dropout), input_dropout=float(input_dropout), digit_input_scale=float(digit_input_scale), head=head,
         head_temperature=float(head_temperature), item_loss_weight=float(item_loss_weight),
         item_negatives=int(item_negatives), dense_head=bool(dense_head), dense_loss_weight=float(dense_loss_weight),
         num_decoder_layers=0,

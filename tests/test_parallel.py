@@ -153,6 +153,34 @@ def test_save_load_same_scores_and_added_items(tmp_path):
     assert again.num_items == 62 and np.array_equal(again.item_codes[-2:], new)
 
 
+def test_input_dropout_drops_item_vectors_in_training_only_and_survives_a_round_trip(tmp_path):
+    torch.manual_seed(0)
+    codes = random_codes(40)
+    config = build_parallel_config(level_sizes=SIZES, num_items=40, input_dropout=0.5, **TINY)
+    model = ParallelIdGenerator.build(config, item_codes=codes, text=None)
+    plain = ParallelIdGenerator.build(build_parallel_config(level_sizes=SIZES, num_items=40, **TINY),
+                                      item_codes=codes, text=None)
+    plain.load_state_dict(model.state_dict())
+    ids, mask = model.history_inputs([[1, 2, 3, 4], [7, 8]])
+    # inference ignores it: the same weights give the same scores with and without it
+    torch.testing.assert_close(model.digit_log_probs(ids, mask), plain.digit_log_probs(ids, mask))
+    # training drops whole coordinates of the item vectors: about half of them are zero, the rest doubled
+    seen = {}
+    hook = model.encoder.block[0].register_forward_pre_hook(lambda _m, args: seen.update(x=args[0]))
+    model.train()
+    model.encoder(input_ids=ids, attention_mask=mask)
+    hook.remove()
+    vectors = model.embedder(ids) * model.config.d_model**0.5  # (B, T, D) what the encoder reads
+    real = mask.bool()[..., None].expand_as(vectors)
+    zeroed = (seen["x"] == 0) & real
+    assert 0.3 < zeroed.float().sum() / real.sum() < 0.7
+    torch.testing.assert_close(seen["x"][real & ~zeroed], 2 * vectors[real & ~zeroed])
+    model.eval().save_pretrained(tmp_path / "gen")
+    from sidrec.seqmodel import load_generator
+
+    assert load_generator(tmp_path / "gen").config.input_dropout == 0.5
+
+
 # -- exact ranking --------------------------------------------------------------------------------------------
 def brute_force(log_probs: torch.Tensor, codes: np.ndarray, active: np.ndarray, k: int,
                 exclude: list[list[int]] | None = None) -> list[list[int]]:

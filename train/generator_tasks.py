@@ -233,7 +233,7 @@ class ItemTask:
         cfg = self.ctx.cfg
         config = build_item_config(
             vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=text_dim, num_id_rows=num_id_rows,
-            id_dropout=cfg.id_dropout, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
+            id_dropout=cfg.id_dropout, input_dropout=cfg.input_dropout, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
             distill_weight=cfg.distill_weight, **cfg.t5_kwargs(),
         )
         logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
@@ -268,7 +268,8 @@ class ParallelTask(ItemTask):
         cfg = self.ctx.cfg
         config = build_parallel_config(
             level_sizes=self.ctx.level_sizes, num_items=self.ctx.dataset.num_items,
-            text_dim=text_dim, num_id_rows=num_id_rows, id_dropout=cfg.id_dropout, digit_input_scale=cfg.digit_input_scale, head=cfg.head,
+            text_dim=text_dim, num_id_rows=num_id_rows, id_dropout=cfg.id_dropout,
+            input_dropout=cfg.input_dropout, digit_input_scale=cfg.digit_input_scale, head=cfg.head,
             head_temperature=cfg.head_temperature, item_loss_weight=cfg.item_loss_weight,
             item_negatives=cfg.item_negatives, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
             **cfg.t5_kwargs(),
