@@ -33,11 +33,11 @@ from pathlib import Path
 from sidrec.quickstart import (
     QUICKSTART_GENERATOR,
     QUICKSTART_GENERATOR_CAP,
-    QUICKSTART_GENERATOR_STEPS,
     QUICKSTART_SASREC_CAP,
     QUICKSTART_SASREC_EPOCHS,
     QUICKSTART_TOKENIZER,
     QUICKSTART_TOKENIZER_ARGS,
+    generator_steps,
 )
 
 SHARES = (0.1, 0.2, 0.3)
@@ -85,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default=None, help="a run of the same preset without a cold split (evaluated)")
     p.add_argument("--cache-from", default=None, help="copy RUN/cache (item embeddings) from this run first")
     p.add_argument("--fresh", action="store_true", help="redo every stage (--overwrite)")
-    p.add_argument("--train-args", default=f"--max-steps {QUICKSTART_GENERATOR_STEPS} --max-minutes "
-                   f"{QUICKSTART_GENERATOR_CAP:g}", help="extra `sidrec train` flags (default: the quickstart's budget)")
+    p.add_argument("--train-args", default=None,
+                   help="extra `sidrec train` flags (default: the quickstart's budget for the generator's preset)")
     p.add_argument("--sasrec-args", default=f"--epochs {QUICKSTART_SASREC_EPOCHS} --max-minutes {QUICKSTART_SASREC_CAP:g}",
                    help="extra `sidrec sasrec` flags (default: the quickstart's budget)")
     args = p.parse_args(argv)
+    if args.train_args is None:
+        args.train_args = f"--max-steps {generator_steps(args.generator_config)} --max-minutes {QUICKSTART_GENERATOR_CAP:g}"
     run = Path(args.run)
     over = ["--overwrite"] if args.fresh else []
     if args.cache_from and not (run / "cache").exists():

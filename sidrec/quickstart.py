@@ -33,14 +33,23 @@ STAGES = ("prepare", "sasrec", "tokenize", "generator", "evaluate", "samples")
 QUICKSTART_TOKENIZER = "tokenizer/rqvae"
 QUICKSTART_TOKENIZER_ARGS: tuple[str, ...] = ()
 QUICKSTART_GENERATOR = "generator/hybrid"
-#: budgets in steps and epochs (reproducible on a busy machine), with minutes only as caps (see --help)
+#: budgets in steps and epochs (reproducible on a busy machine), with minutes only as caps (see --help). The
+#: generator's steps depend on its preset: what the README's measured idle run of that preset made (hybrid: 3,200
+#: steps in 10.7 training minutes; parallel: 5,000 in 13.4, its steps are cheaper and it learns later); presets
+#: not listed get the hybrid's.
 QUICKSTART_GENERATOR_STEPS = 3200
+QUICKSTART_STEPS_BY_PRESET = {"generator/hybrid": 3200, "generator/parallel": 5000}
 QUICKSTART_GENERATOR_CAP = 30.0
 QUICKSTART_SASREC_EPOCHS = 20
 QUICKSTART_SASREC_CAP = 15.0
 #: quickstart stage -> the run-folder stage whose outputs it writes (``sidrec.utils.run_folder``)
 RUN_FOLDER_STAGE = {"prepare": "prepare", "tokenize": "tokenize", "generator": "train", "sasrec": "sasrec",
                     "evaluate": "evaluate"}
+
+
+def generator_steps(preset: str, steps: int | None = None) -> int:
+    """The generator's step budget: ``steps`` when given (``--generator-steps``), else ``preset``'s measured one."""
+    return int(steps) if steps is not None else QUICKSTART_STEPS_BY_PRESET.get(preset, QUICKSTART_GENERATOR_STEPS)
 
 
 def check_fresh(run: Path, stages: list[str]) -> None:
@@ -141,6 +150,7 @@ def _plan(args: argparse.Namespace, run: Path, skip: set[str]) -> dict[str, tupl
     from sidrec.train import generator, sasrec, tokenizer
 
     again = ["--overwrite"] if args.overwrite else []
+    steps = generator_steps(args.generator_config, args.generator_steps)
     baselines = "popularity,knn,knn-last" + ("" if "sasrec" in skip else ",sasrec")
     plan = {
         "prepare": (_prepare, run, args.dataset, args.overwrite),
@@ -149,8 +159,7 @@ def _plan(args: argparse.Namespace, run: Path, skip: set[str]) -> dict[str, tupl
         "tokenize": (tokenizer.main, ["--run", str(run), "--config", args.tokenizer_config,
                                       *shlex.split(args.tokenizer_args), *again]),
         "generator": (generator.main, ["--run", str(run), "--config", args.generator_config, "--max-steps",
-                                       str(args.generator_steps), "--max-minutes", str(args.generator_minutes),
-                                       *again]),
+                                       str(steps), "--max-minutes", str(args.generator_minutes), *again]),
         "evaluate": (evaluate.main, ["--run", str(run), "--split", "test", "--baselines", baselines,
                                      *_fuse_args(args.generator_config, skip), *again]),
         "samples": (_samples, run, args.samples),
@@ -168,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra `sidrec tokenize` flags, e.g. '--cf-from baselines/sasrec' (codes that carry SASRec's "
                         "item vectors, for the parallel family)")
     p.add_argument("--generator-config", default=QUICKSTART_GENERATOR, help="generator preset or YAML")
-    p.add_argument("--generator-steps", type=int, default=QUICKSTART_GENERATOR_STEPS,
-                   help=f"generator training budget in optimiser steps (default {QUICKSTART_GENERATOR_STEPS}: what "
-                        "the measured idle run of the README made in its minutes); the same steps give the same "
-                        "model on a busy machine, later")
+    p.add_argument("--generator-steps", type=int, default=None,
+                   help="generator training budget in optimiser steps (default: the preset's measured budget, "
+                        f"{QUICKSTART_STEPS_BY_PRESET}, else {QUICKSTART_GENERATOR_STEPS}: what the README's idle run "
+                        "made in its minutes); the same steps give the same model on a busy machine, later")
     p.add_argument("--generator-minutes", type=float, default=QUICKSTART_GENERATOR_CAP,
                    help=f"a cap on the generator's training minutes (validation excluded; default "
                         f"{QUICKSTART_GENERATOR_CAP:g}), logged when it cuts the step budget short")

@@ -284,3 +284,23 @@ def test_a_step_budget_gives_the_same_weights_whatever_the_time_cap(gen_run, tmp
         weights.append(_weights(run))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_quickstart_budgets_each_generator_preset_by_its_measured_steps(tmp_path):
+    """A parallel quickstart trains the steps its README run made (its steps are cheaper than the hybrid's), an
+    unlisted preset the hybrid's, and ``--generator-steps`` wins over both."""
+    import argparse
+
+    from sidrec.quickstart import QUICKSTART_GENERATOR_STEPS, _plan
+
+    def planned_steps(config: str, steps: int | None) -> int:
+        args = argparse.Namespace(overwrite=False, dataset="beauty", sasrec_epochs=1, sasrec_minutes=1.0,
+                                  tokenizer_config="tokenizer/opq", tokenizer_args="", generator_config=config,
+                                  generator_steps=steps, generator_minutes=30.0, samples=0)
+        argv = _plan(args, tmp_path, skip=set())["generator"][1]
+        return int(argv[argv.index("--max-steps") + 1])
+
+    assert planned_steps("generator/parallel", None) == 5000
+    assert planned_steps("generator/hybrid", None) == 3200
+    assert planned_steps("generator/tiger", None) == QUICKSTART_GENERATOR_STEPS
+    assert planned_steps("generator/parallel", 40) == 40
