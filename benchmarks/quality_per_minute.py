@@ -124,11 +124,12 @@ def test_metrics(name: str, folder: Path) -> dict[str, dict[str, float]]:
     """TEST Recall/NDCG@10 overall and on the 1-9 training-interaction tail, per scorer of this model."""
     from sidrec.eval.evaluate import evaluate_run
 
+    # the benchmark's own folders: a rerun (--reuse) evaluates the kept checkpoints again, the same way
     if name == SASREC:
-        result = evaluate_run(folder, split="test", baselines=["sasrec"], generator=False, n_boot=0)
+        result = evaluate_run(folder, split="test", baselines=["sasrec"], generator=False, n_boot=0, overwrite=True)
         blocks = {"sasrec": result["baselines"]["sasrec"]}
     else:
-        result = evaluate_run(folder, split="test", baselines=[], n_boot=0)
+        result = evaluate_run(folder, split="test", baselines=[], n_boot=0, overwrite=True)
         blocks = {name: result, **{f"{name}: {k}": v for k, v in result["generator_variants"].items()}}
     out = {}
     for label, block in blocks.items():
