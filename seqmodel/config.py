@@ -75,8 +75,8 @@ class ItemInputs:
     later, is represented by its codes and text alone). id_dropout: training-time chance of hiding an
     item's ID vector, so codes and text carry rare items too. input_dropout: dropout on each history item's
     input vector before the first block (SASRec's and RPG's embedding dropout), on top of ``dropout``, which
-    T5 applies everywhere (attention, feed-forward, residuals): it regularises the item tables that over-fit
-    first, without slowing what the blocks learn.
+    T5 applies everywhere (attention, feed-forward, residuals): it regularises the item tables, which over-fit
+    first (measured on the parallel preset: see ``configs/generator/parallel.yaml``).
     """
 
     text_input: bool = True

@@ -51,8 +51,8 @@ FAMILY = "item"
 
 def build_item_config(
     *, vocab: SemanticIdVocab, num_items: int, text_dim: int, num_id_rows: int, max_items: int = 50,
-    id_dropout: float = 0.0, input_dropout: float = 0.0, dense_head: bool = True, dense_loss_weight: float = 1.0, distill_weight: float = 0.0,
-    **t5_kwargs,
+    id_dropout: float = 0.0, input_dropout: float = 0.0, dense_head: bool = True, dense_loss_weight: float = 1.0,
+    distill_weight: float = 0.0, **t5_kwargs,
 ) -> ItemGeneratorConfig:
     """An ``ItemGeneratorConfig`` (T5 sizes as in ``build_t5_config``) with the item-table sizes.
 
@@ -75,7 +75,8 @@ def build_item_config(
     return build_t5_config(
         vocab=vocab, max_items=max_items, config_class=ItemGeneratorConfig, sidrec_family=FAMILY,
         num_items=int(num_items), text_dim=int(text_dim), num_id_rows=int(num_id_rows), id_dropout=float(id_dropout),
-        input_dropout=float(input_dropout), dense_head=bool(dense_head), dense_loss_weight=float(dense_loss_weight), distill_weight=float(distill_weight),
+        input_dropout=float(input_dropout), dense_head=bool(dense_head), dense_loss_weight=float(dense_loss_weight),
+        distill_weight=float(distill_weight),
         **t5_kwargs,
     )
 

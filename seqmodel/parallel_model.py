@@ -104,7 +104,8 @@ def build_parallel_config(
     return build_t5_config(
         vocab=SemanticIdVocab(level_sizes=list(level_sizes)), config_class=ParallelGeneratorConfig,
         sidrec_family=FAMILY, num_items=int(num_items), text_dim=int(text_dim), num_id_rows=int(num_id_rows),
-        id_dropout=float(id_dropout), input_dropout=float(input_dropout), digit_input_scale=float(digit_input_scale), head=head,
+        id_dropout=float(id_dropout), input_dropout=float(input_dropout), digit_input_scale=float(digit_input_scale),
+        head=head,
         head_temperature=float(head_temperature), item_loss_weight=float(item_loss_weight),
         item_negatives=int(item_negatives), dense_head=bool(dense_head), dense_loss_weight=float(dense_loss_weight),
         num_decoder_layers=0,

@@ -35,7 +35,7 @@ QUICKSTART_TOKENIZER_ARGS: tuple[str, ...] = ()
 QUICKSTART_GENERATOR = "generator/hybrid"
 #: budgets in steps and epochs (reproducible on a busy machine), with minutes only as caps (see --help). The
 #: generator's steps depend on its preset: what the README's measured idle run of that preset made (hybrid: 3,200
-#: steps in 10.7 training minutes; parallel: 5,000 in 13.4, its steps are cheaper and it learns later); presets
+#: steps in 10.7 training minutes; parallel: 5,000 in 12.9, its steps are cheaper and it learns later); presets
 #: not listed get the hybrid's.
 QUICKSTART_GENERATOR_STEPS = 3200
 QUICKSTART_STEPS_BY_PRESET = {"generator/hybrid": 3200, "generator/parallel": 5000}

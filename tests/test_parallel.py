@@ -164,7 +164,7 @@ def test_input_dropout_drops_item_vectors_in_training_only_and_survives_a_round_
     ids, mask = model.history_inputs([[1, 2, 3, 4], [7, 8]])
     # inference ignores it: the same weights give the same scores with and without it
     torch.testing.assert_close(model.digit_log_probs(ids, mask), plain.digit_log_probs(ids, mask))
-    # training drops whole coordinates of the item vectors: about half of them are zero, the rest doubled
+    # training drops elements of the item vectors: about half of them are zero, the rest scaled by 1 / (1 - p)
     seen = {}
     hook = model.encoder.block[0].register_forward_pre_hook(lambda _m, args: seen.update(x=args[0]))
     model.train()
@@ -290,6 +290,9 @@ def test_parallel_run_records_its_codes_source_settings_and_validations(parallel
     assert log["steps"] == 6 and [h["step"] for h in log["history"]] == [3, 6]
     assert all(0 <= h["ndcg@10"] <= h["recall@10"] <= 1 for h in log["history"])
     assert DecodingSettings.load(parallel_run / "generator").prior_weight == 0.0
+    # the preset's training fields reach the model's config.json (input_dropout: the preset's 0.3)
+    config = json.loads((parallel_run / "generator" / "config.json").read_text())
+    assert config["input_dropout"] == 0.3 and config["id_dropout"] == 0.3
 
 
 def test_parallel_recommender_ranks_exactly_adds_items_and_round_trips(parallel_run, tmp_path):

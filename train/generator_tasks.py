@@ -233,8 +233,8 @@ class ItemTask:
         cfg = self.ctx.cfg
         config = build_item_config(
             vocab=self.vocab, num_items=self.ctx.dataset.num_items, text_dim=text_dim, num_id_rows=num_id_rows,
-            id_dropout=cfg.id_dropout, input_dropout=cfg.input_dropout, dense_head=cfg.dense_head, dense_loss_weight=cfg.dense_weight,
-            distill_weight=cfg.distill_weight, **cfg.t5_kwargs(),
+            id_dropout=cfg.id_dropout, input_dropout=cfg.input_dropout, dense_head=cfg.dense_head,
+            dense_loss_weight=cfg.dense_weight, distill_weight=cfg.distill_weight, **cfg.t5_kwargs(),
         )
         logger.info("item generator: %d items, text %s, %d items with an ID embedding (>= %d training interactions)",
                     config.num_items, "on" if text_dim else "off", config.num_id_rows, cfg.id_min_count)
