@@ -12,7 +12,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["batched_topk", "topk_from_scores"]
+__all__ = ["batched_topk", "history_mask", "topk_from_scores"]
+
+
+def history_mask(histories: list[list[int]], num_items: int) -> torch.Tensor:
+    """``bool (U, N)``: True at each row's history items (what ``exclude_history`` removes)."""
+    mask = torch.zeros(len(histories), num_items, dtype=torch.bool)
+    rows = [i for i, h in enumerate(histories) for _ in h]
+    if rows:
+        mask[torch.tensor(rows), torch.tensor([c for h in histories for c in h])] = True
+    return mask
 
 
 def topk_from_scores(
@@ -34,10 +43,7 @@ def topk_from_scores(
     if exclude_history:
         if histories is None or len(histories) != s.shape[0]:
             raise ValueError("exclude_history=True needs one history per score row")
-        rows = [i for i, h in enumerate(histories) for _ in h]
-        cols = [c for h in histories for c in h]
-        if rows:
-            s[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+        s.masked_fill_(history_mask(histories, s.shape[1]), float("-inf"))
     kk = min(k, s.shape[1])
     vals, idx = torch.topk(s, kk, dim=1)  # (U, kk)
     idx = torch.where(torch.isinf(vals) & (vals < 0), torch.full_like(idx, -1), idx)

@@ -37,6 +37,7 @@ from sidrec.decoding.fusion import (
     normalize,
 )
 from sidrec.decoding.text_profile import model_unit_text
+from sidrec.decoding.topk import history_mask
 from sidrec.eval.generator import SHARE_OF_TOP, extend_list
 from sidrec.utils.metrics import ranking_metrics
 from sidrec.utils.run_folder import RunFolder
@@ -146,10 +147,7 @@ def choose_fusion(scorer: FusedScorer, histories: Sequence[Sequence[int]], targe
         batch = [list(h) for h in histories[start : start + scorer.batch_size]]
         gen, sas, text = scorer.scores(batch, with_text=any(text_weights))
         text_z = normalize(text, "zscore") if text is not None else None
-        offered = torch.ones(gen.shape, dtype=torch.bool)
-        if scorer.exclude_history:
-            for row, history in enumerate(batch):
-                offered[row, torch.as_tensor(history, dtype=torch.long)] = False
+        offered = ~history_mask(batch, gen.shape[1]) if scorer.exclude_history else None  # (B, N)
         # normalized once per batch and norm, not per setting: the grid only mixes and takes the top 10
         parts = {n: FusionParts.of(normalize(gen, n), normalize(sas, n), text_z, offered=offered) for n in norms}
         for key in keys:
